@@ -1,0 +1,43 @@
+-- lib/attempt.lua: ending an attempt that did not succeed, shared by fail.lua
+-- (the worker reports) and reap.lua (the lease or the attempt deadline ran out).
+
+local ATTEMPT_FIELDS = { 'status', 'token', 'seq', 'agentId', 'taskType', 'retryCount',
+  'maxRetries', 'deadlineAt' }
+
+-- Reads what ending an attempt needs; nil when the task record is gone.
+local function read_attempt(id)
+  local v = redis.call('HMGET', K.task(id), unpack(ATTEMPT_FIELDS))
+  if not v[1] then return nil end
+  return { status = v[1], token = v[2], seq = tonumber(v[3]), agent = v[4], task_type = v[5],
+    retry_count = tonumber(v[6]) or 0, max_retries = tonumber(v[7]) or 0,
+    deadline_at = tonumber(v[8]) }
+end
+
+-- Retries after backoff (base * 2^retryCount, capped) while attempts remain and
+-- the error is retryable; otherwise ends the task as final_status (FAILED or
+-- TIMEOUT). Returns 'retry', 'failed' or 'timeout'.
+local function end_failed_attempt(now, id, t, final_status, message, retryable, backoff_base_ms, backoff_cap_ms)
+  W.zrem(K.processing, id)
+  if retryable and t.retry_count < t.max_retries then
+    local due = now + math.min(backoff_base_ms * (2 ^ t.retry_count), backoff_cap_ms)
+    redis.call('HSET', K.task(id), 'status', 'QUEUED', 'retryCount', int_str(t.retry_count + 1),
+      'errorMessage', message, 'runAt', int_str(due), 'updatedAt', int_str(now))
+    W.zadd(K.delayed, due, id)
+    move_status(id, t.agent, t.seq, 'PROCESSING', 'QUEUED')
+    stat(now, t.agent, t.task_type, 'retries', 1)
+    if final_status == 'TIMEOUT' then stat(now, t.agent, t.task_type, 'timedOutAttempts', 1) end
+    W.publish('d')
+    emit(now, 'retrying', id, t.agent, 'QUEUED', 'attempt', int_str(t.retry_count + 1),
+      'runAt', int_str(due), 'errorMessage', message)
+    return 'retry'
+  end
+  redis.call('HSET', K.task(id), 'status', final_status, 'errorMessage', message,
+    'completedAt', int_str(now), 'updatedAt', int_str(now))
+  W.zadd(K.finished, now, id)
+  move_status(id, t.agent, t.seq, 'PROCESSING', final_status)
+  stat(now, t.agent, t.task_type, final_status, 1)
+  local kind = (final_status == 'TIMEOUT') and 'timeout' or 'failed'
+  emit(now, kind, id, t.agent, final_status, 'attempt', int_str(t.retry_count + 1),
+    'errorMessage', message)
+  return kind
+end

@@ -1,0 +1,142 @@
+-- lib/common.lua: prepended to every script (scripts.rs joins lib/*.lua + the script).
+-- Every key is derived from KEYS[1], the namespace prefix "{ns}:", so all keys a
+-- script touches share one hash tag (one Redis Cluster slot). The names here
+-- mirror src/store/keys.rs; change both together.
+
+local P = KEYS[1]
+local K = {
+  delayed = P .. 'delayed',          -- ZSET member task id, score due time (ms)
+  processing = P .. 'processing',    -- ZSET member task id, score min(lease deadline, attempt deadline) (ms)
+  finished = P .. 'finished',        -- ZSET member task id, score completedAt (ms), terminal tasks only
+  events = P .. 'events',            -- STREAM of lifecycle events
+  clock = P .. 'clock',              -- STRING last issued order score
+  counts = P .. 'counts',            -- HASH "<agent>|<STATUS>" -> live task count
+  agents = P .. 'agents',            -- SET of agent ids seen in tasks or agent records
+  signal = P .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed
+  idx_all = P .. 'idx:all',          -- ZSET member task id, score order score (creation)
+}
+function K.task(id) return P .. 'task:' .. id end
+function K.ready(agent, prio) return P .. 'ready:' .. agent .. ':' .. prio end
+function K.idx_status(s) return P .. 'idx:status:' .. s end
+function K.idx_prio(p) return P .. 'idx:prio:' .. p end
+function K.idx_agent(a) return P .. 'idx:agent:' .. a end
+function K.idx_type(t) return P .. 'idx:type:' .. t end
+function K.idx_owner(o) return P .. 'idx:owner:' .. o end
+function K.idem(owner, key) return P .. 'idem:' .. owner .. ':' .. key end
+function K.stats(day) return P .. 'stats:' .. day end
+function K.agent(id) return P .. 'agent:' .. id end
+
+local PRIORITY_RANK = { URGENT = 0, HIGH = 1, NORMAL = 2, LOW = 3 }
+local PRIORITY_BY_RANK = { [0] = 'URGENT', [1] = 'HIGH', [2] = 'NORMAL', [3] = 'LOW' }
+local EVENTS_MAXLEN = '100000'
+local DAY_MS = 86400000
+-- Upper bounds (ms) of the attempt-duration histogram kept in the statistics.
+local DURATION_BUCKETS_MS = { 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+  120000, 300000, 600000, 1800000, 3600000 }
+
+local function fail_with(code, msg)
+  return redis.error_reply(code .. ' ' .. msg)
+end
+
+-- Integers travel as strings; tostring() would print large numbers as 1e+15.
+local function int_str(n) return string.format('%.0f', n) end
+
+local function to_int(s, what)
+  local n = tonumber(s)
+  if n == nil or n ~= math.floor(n) then
+    error({ err = 'BAD_ARGS ' .. what .. ' is not an integer: ' .. tostring(s) })
+  end
+  return n
+end
+
+-- Now in ms: from ARGV (test override) when given, else from Redis' own clock,
+-- so every node agrees on lease deadlines and due dates.
+local function now_ms(override)
+  if override ~= nil and override ~= '' then return to_int(override, 'now') end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Order scores: strictly increasing, ~ now*1000. FIFO within a priority and
+-- unique index scores (pagination cursors) come from this single generator.
+local function next_scores(now, n)
+  local last = tonumber(redis.call('GET', K.clock) or '0')
+  local first = math.max(now * 1000, last + 1)
+  redis.call('SET', K.clock, int_str(first + n - 1))
+  return first
+end
+
+-- Grouped writes: scripts queue their index updates here and flush once, so a
+-- batch of N tasks costs one variadic command per key instead of N.
+local pending = { zadd = {}, zadd_order = {}, zrem = {}, zrem_order = {}, hincr = {},
+  hincr_order = {}, hfloat = {}, pub = {}, pub_order = {} }
+local W = {}
+function W.zadd(key, score, member)
+  local l = pending.zadd[key]
+  if l == nil then l = {}; pending.zadd[key] = l; pending.zadd_order[#pending.zadd_order + 1] = key end
+  l[#l + 1] = int_str(score); l[#l + 1] = member
+end
+function W.zrem(key, member)
+  local l = pending.zrem[key]
+  if l == nil then l = {}; pending.zrem[key] = l; pending.zrem_order[#pending.zrem_order + 1] = key end
+  l[#l + 1] = member
+end
+function W.hincr(key, field, n)
+  local h = pending.hincr[key]
+  if h == nil then h = {}; pending.hincr[key] = h; pending.hincr_order[#pending.hincr_order + 1] = key end
+  h[field] = (h[field] or 0) + n
+end
+function W.hfloat(key, field, x)
+  local h = pending.hfloat[key]
+  if h == nil then h = {}; pending.hfloat[key] = h end
+  h[field] = (h[field] or 0) + x
+end
+function W.publish(msg)
+  if pending.pub[msg] == nil then pending.pub[msg] = true; pending.pub_order[#pending.pub_order + 1] = msg end
+end
+-- Order matters only per key: removals first, so a member moved out and back
+-- within one script ends up present.
+function W.flush()
+  for _, key in ipairs(pending.zrem_order) do redis.call('ZREM', key, unpack(pending.zrem[key])) end
+  for _, key in ipairs(pending.zadd_order) do redis.call('ZADD', key, unpack(pending.zadd[key])) end
+  for _, key in ipairs(pending.hincr_order) do
+    for field, n in pairs(pending.hincr[key]) do
+      if n ~= 0 then redis.call('HINCRBY', key, field, int_str(n)) end
+    end
+  end
+  for key, h in pairs(pending.hfloat) do
+    for field, x in pairs(h) do redis.call('HINCRBYFLOAT', key, field, string.format('%.17g', x)) end
+  end
+  for _, msg in ipairs(pending.pub_order) do redis.call('PUBLISH', K.signal, msg) end
+end
+
+-- Moves a task between status indexes and live counts.
+local function move_status(id, agent, seq, from, to)
+  if from ~= nil then
+    W.zrem(K.idx_status(from), id)
+    W.hincr(K.counts, agent .. '|' .. from, -1)
+  end
+  W.zadd(K.idx_status(to), seq, id)
+  W.hincr(K.counts, agent .. '|' .. to, 1)
+end
+
+-- Statistics are kept per UTC day, per agent and task type, in one hash per
+-- day; they are never touched by cleanup, so they outlive the tasks.
+local function stat(now, agent, task_type, metric, n)
+  W.hincr(K.stats(math.floor(now / DAY_MS)), agent .. '|' .. task_type .. '|' .. metric, n)
+end
+local function stat_float(now, agent, task_type, metric, x)
+  W.hfloat(K.stats(math.floor(now / DAY_MS)), agent .. '|' .. task_type .. '|' .. metric, x)
+end
+local function duration_bucket(ms)
+  for i, upper in ipairs(DURATION_BUCKETS_MS) do
+    if ms <= upper then return int_str(upper) end
+  end
+  return 'inf'
+end
+
+-- One stream entry per state change, written in the same script as the change.
+local function emit(now, kind, id, agent, status, ...)
+  return redis.call('XADD', K.events, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+    'type', kind, 'taskId', id, 'agentId', agent, 'status', status, 'ts', int_str(now), ...)
+end

@@ -1,0 +1,43 @@
+-- list.lua: one page of tasks, newest first, filtered through the indexes,
+-- with the total count of matches. Reads only the indexes named by the filter
+-- (intersected when there are several), never every task.
+-- KEYS (1): [1] namespace prefix "{ns}:"
+--   reads idx:all or idx:<filter> ZSETs and task:<id> HASHes; writes and deletes
+--   the scratch ZSET tmp:list within the call when filters are intersected
+-- ARGV: [1] lowest order score ("-inf" or integer)  [2] highest order score ("+inf" or integer)
+--       [3] cursor: only scores below it ("" for none)  [4] offset  [5] limit (1..1000)
+--       [6] filter count f (0..6), then f index names such as "status:QUEUED", "agent:a1"
+-- Returns: { total matches, page of { task id, HGETALL fields... } ... }
+-- Errors: BAD_ARGS
+-- Events: none
+-- Uses: lib/common.lua
+local lo, hi, cursor = ARGV[1], ARGV[2], ARGV[3]
+local offset = to_int(ARGV[4], 'offset')
+local limit = to_int(ARGV[5], 'limit')
+local f = to_int(ARGV[6], 'filter count')
+if limit < 1 or limit > 1000 or offset < 0 or f < 0 or f > 6 or #ARGV ~= 6 + f then
+  return fail_with('BAD_ARGS', 'bad list arguments')
+end
+local src = K.idx_all
+local scratch = nil
+if f == 1 then
+  src = P .. 'idx:' .. ARGV[7]
+elseif f > 1 then
+  local keys = {}
+  for i = 1, f do keys[i] = P .. 'idx:' .. ARGV[6 + i] end
+  scratch = P .. 'tmp:list'
+  keys[#keys + 1] = 'AGGREGATE'
+  keys[#keys + 1] = 'MAX'
+  redis.call('ZINTERSTORE', scratch, f, unpack(keys))
+  src = scratch
+end
+local total = redis.call('ZCOUNT', src, lo, hi)
+local upper = hi
+if cursor ~= '' then upper = '(' .. cursor end
+local ids = redis.call('ZREVRANGEBYSCORE', src, upper, lo, 'LIMIT', offset, limit)
+if scratch then redis.call('DEL', scratch) end
+local page = {}
+for _, id in ipairs(ids) do
+  page[#page + 1] = redis.call('HGETALL', K.task(id))
+end
+return { total, page }

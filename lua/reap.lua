@@ -1,0 +1,34 @@
+-- reap.lua: ends attempts whose lease expired (worker died or stalled) or whose
+-- deadline (startedAt + timeoutMs) passed; each counts as a failed attempt and
+-- is retried while attempts remain. Safe to run on every node at once.
+-- KEYS (1): [1] namespace prefix "{ns}:"  (processing ZSET and what lib/attempt.lua writes)
+-- ARGV: [1] now ms override or ""  [2] backoff base (ms)  [3] backoff cap (ms)
+--       [4] limit (1..1000)
+-- Returns: { reaped count, next deadline in ms or -1 when nothing is processing }
+-- Errors: BAD_ARGS
+-- Events: retrying, failed or timeout (one per reaped task)
+-- Uses: lib/common.lua, lib/attempt.lua
+local now = now_ms(ARGV[1])
+local base = to_int(ARGV[2], 'backoff base')
+local cap = to_int(ARGV[3], 'backoff cap')
+local limit = to_int(ARGV[4], 'limit')
+if limit < 1 or limit > 1000 then return fail_with('BAD_ARGS', 'limit out of range') end
+local expired = redis.call('ZRANGEBYSCORE', K.processing, '-inf', int_str(now), 'LIMIT', 0, limit)
+local reaped = 0
+for _, id in ipairs(expired) do
+  local t = read_attempt(id)
+  if t and t.status == 'PROCESSING' then
+    reaped = reaped + 1
+    W.publish('c:' .. id .. ':' .. (t.token or ''))
+    if t.deadline_at and now >= t.deadline_at then
+      end_failed_attempt(now, id, t, 'TIMEOUT', 'attempt exceeded its timeout', true, base, cap)
+    else
+      end_failed_attempt(now, id, t, 'FAILED', 'lease expired: worker stopped heartbeating', true, base, cap)
+    end
+  else
+    W.zrem(K.processing, id)
+  end
+end
+W.flush()
+local nxt = redis.call('ZRANGE', K.processing, 0, 0, 'WITHSCORES')
+return { reaped, nxt[2] and tonumber(nxt[2]) or -1 }

@@ -1,0 +1,94 @@
+//! The crate's error type: stable codes, mapped once at each boundary.
+//!
+//! Script refusals arrive as replies that start with a stable code (see
+//! `lua/README.md`); `store::scripts` maps them here. Internal causes (Redis
+//! errors, unexpected replies) are logged where handled and never shown to
+//! clients verbatim.
+
+/// Errors of the queue engine. `code()` is what clients and logs see.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input breaks a documented rule (field, size, characters).
+    #[error("{0}")]
+    Validation(String),
+    /// A batch was refused as a whole; each entry is (item index, problem).
+    #[error("batch refused: {} item(s) invalid", .0.len())]
+    BatchRejected(Vec<(usize, String)>),
+    /// No task with this id (or not visible to the caller).
+    #[error("task {0} not found")]
+    TaskNotFound(String),
+    /// No agent with this id.
+    #[error("agent {0} not found")]
+    AgentNotFound(String),
+    /// The lease token does not match the task's current attempt.
+    #[error("task {0}: lease token does not match the current attempt")]
+    LeaseMismatch(String),
+    /// The task is not being processed (cancelled, timed out, retrying).
+    #[error("task {0} is not processing")]
+    NotProcessing(String),
+    /// The task already reached a terminal status.
+    #[error("task {0} is already in a terminal status")]
+    AlreadyTerminal(String),
+    /// Manual retry asked of a task that is not FAILED, TIMEOUT or CANCELLED.
+    #[error("task {0} cannot be retried from its current status")]
+    NotRetryable(String),
+    /// Redis could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// A script answered in a shape this code does not expect: a bug or a
+    /// version mismatch between `lua/` and the binary.
+    #[error("unexpected reply from {script}: {detail}")]
+    Reply {
+        /// Script name, e.g. `claim`.
+        script: &'static str,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+    /// Configuration that cannot work (reported at start-up).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Operating-system level failure (spawning redis-server, binding a port).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Validation(_) | Error::BatchRejected(_) => "VALIDATION_ERROR",
+            Error::TaskNotFound(_) => "TASK_NOT_FOUND",
+            Error::AgentNotFound(_) => "AGENT_NOT_FOUND",
+            Error::LeaseMismatch(_) => "LEASE_MISMATCH",
+            Error::NotProcessing(_) => "NOT_PROCESSING",
+            Error::AlreadyTerminal(_) => "ALREADY_TERMINAL",
+            Error::NotRetryable(_) => "NOT_RETRYABLE",
+            Error::Redis(_) => "REDIS_UNAVAILABLE",
+            Error::Reply { .. } => "INTERNAL",
+            Error::Config(_) => "CONFIG",
+            Error::Io(_) => "IO",
+        }
+    }
+
+    /// Whether trying the same call again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Redis(_))
+    }
+}
+
+impl Error {
+    /// A copy for fanning one failure out to several waiters.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Redis(e) => Error::Redis(e.clone()),
+            Error::Validation(m) => Error::Validation(m.clone()),
+            other => Error::Reply {
+                script: "batch",
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

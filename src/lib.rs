@@ -1,0 +1,33 @@
+//! taskherd: a Redis-native distributed job queue for AI-agent tasks.
+//!
+//! Map of the crate (dependencies point downwards only):
+//! - [`node`]: `run(config, listener, shutdown)` wires one node together and
+//!   states the shutdown order.
+//! - [`api`]: the HTTP server (health now; REST, GraphQL and the Socket.IO
+//!   feed mount beside it on the same port).
+//! - [`worker`]: handler trait and registry, HTTP executor, demo agents, and
+//!   the runtime that claims, runs, heartbeats and finishes tasks.
+//! - [`maintenance`]: promoter, reaper and janitor loops, safe on every node.
+//! - [`store`]: the only module that knows Redis; one Lua script per state
+//!   change (`lua/`), one typed wrapper each, plus the read side.
+//! - [`task`], [`clock`], [`error`], [`shutdown`]: the domain and its plumbing.
+//! - [`local_redis`]: starts a private `redis-server` when none is configured.
+//! - [`bench`]: the benchmark behind `taskherd bench`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod local_redis;
+pub mod maintenance;
+pub mod node;
+pub mod shutdown;
+pub mod signals;
+pub mod store;
+pub mod task;
+pub mod worker;
+
+pub use error::{Error, Result};

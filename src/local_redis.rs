@@ -1,0 +1,174 @@
+//! A private `redis-server` child process: what `taskherd serve` starts when
+//! no `REDIS_URL` is given, and what tests and the benchmark run against.
+//! It listens on 127.0.0.1 on a free port (never the machine's 6379), keeps
+//! its data in its own folder with AOF on, and uses `noeviction`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A running redis-server child; killed when dropped.
+#[derive(Debug)]
+pub struct LocalRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// The install hint shown when redis-server is missing.
+pub const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it (Debian/Ubuntu: \
+     `apt-get install -y redis-server`) or point REDIS_URL at a running Redis.";
+
+fn find_redis_server() -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+                .iter()
+                .map(PathBuf::from),
+        )
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Config(INSTALL_HINT.into()))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn ping(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+impl LocalRedis {
+    /// Starts redis-server on a free port with its data in `dir`.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_on(dir, free_port()?) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Config("redis-server did not start".into())))
+    }
+
+    /// Starts redis-server on `port` with its data (AOF) in `dir`; waits
+    /// until it answers PING (loading an existing AOF included).
+    pub fn start_on(dir: &Path, port: u16) -> Result<Self> {
+        let binary = find_redis_server()?;
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let mut child = Command::new(binary)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ])
+            .args(["--maxmemory-policy", "noeviction", "--daemonize", "no"])
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if ping(port) {
+                return Ok(Self {
+                    child: Some(child),
+                    port,
+                    dir,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Config(format!(
+                    "redis-server exited at start ({status}); see {}",
+                    dir.join("redis.log").display()
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(Error::Config(
+                    "redis-server did not answer within 20 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its data folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Clean stop: SHUTDOWN (flushes the AOF), then wait for the process.
+    pub fn stop(&mut self) {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.write_all(b"SHUTDOWN\r\n");
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Hard stop: SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

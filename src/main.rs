@@ -1,0 +1,98 @@
+//! The `taskherd` binary: parse config, init logging, run a subcommand.
+
+use clap::Parser;
+use taskherd::config::{Cli, Command, LogFormat, ServeArgs, default_node_id};
+use taskherd::local_redis::LocalRedis;
+use taskherd::node::{self, NodeConfig};
+use taskherd::worker::{Registry, demo};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => taskherd::bench::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("taskherd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> taskherd::Result<()> {
+    // A node-managed Redis when none is configured; stopped cleanly at exit.
+    let mut local = None;
+    let redis_url = match &args.redis_url {
+        Some(url) => url.clone(),
+        None => {
+            let redis = LocalRedis::start(&args.data_dir.join("redis"))?;
+            tracing::info!(url = %redis.url(), dir = %redis.dir().display(), "started a local redis-server (AOF on)");
+            let url = redis.url();
+            local = Some(redis);
+            url
+        }
+    };
+    let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
+    let mut registry = Registry::new();
+    if !args.no_demo_agents {
+        demo::register(&mut registry);
+    }
+    let config = NodeConfig {
+        redis_url,
+        redis_pool: args.redis_pool,
+        store: args.store_config(),
+        worker: (!args.no_worker).then(|| args.worker_config(&node_id)),
+        maintenance: (!args.no_maintenance).then(|| args.maintenance_config()),
+        clock: taskherd::clock::Clock::redis(),
+    };
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let (trigger, shutdown) = taskherd::shutdown::channel();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        trigger.trigger();
+    });
+    let result = node::run(config, registry, listener, shutdown, |_| {}).await;
+    if let Some(mut redis) = local {
+        redis.stop();
+    }
+    result
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,125 @@
+//! Maintenance loops, run by every node at once: each pass is one atomic
+//! script over due entries, so two nodes never handle the same entry twice
+//! (the second finds nothing). Running everywhere means no leader election
+//! and no single node whose death stops maintenance.
+//!
+//! - promoter: due delayed tasks -> ready (sleeps until the next due time,
+//!   woken early by the `d` signal when a nearer one is added);
+//! - reaper: expired leases and attempts past `timeoutMs` -> retry or final;
+//! - janitor: terminal tasks past retention -> deleted in bounded batches.
+
+use std::time::Duration;
+
+use crate::shutdown::Shutdown;
+use crate::signals::Signals;
+use crate::store::{Pass, Store};
+
+/// How maintenance behaves.
+#[derive(Clone, Debug)]
+pub struct MaintenanceConfig {
+    /// Longest sleep between promoter / reaper passes (5 s).
+    pub max_idle: Duration,
+    /// How often the janitor runs (5 min).
+    pub cleanup_every: Duration,
+    /// Entries per pass (each pass is one short script).
+    pub batch: usize,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            max_idle: Duration::from_secs(5),
+            cleanup_every: Duration::from_secs(300),
+            batch: 500,
+        }
+    }
+}
+
+/// Runs promoter, reaper and janitor until shutdown.
+pub async fn run(store: Store, signals: Signals, config: MaintenanceConfig, shutdown: Shutdown) {
+    tokio::join!(
+        promoter(
+            store.clone(),
+            signals.clone(),
+            config.clone(),
+            shutdown.clone()
+        ),
+        reaper(store.clone(), config.clone(), shutdown.clone()),
+        janitor(store, config, shutdown),
+    );
+}
+
+/// How long to sleep after a pass: until the next due entry, capped.
+async fn wait_after(store: &Store, pass: &Pass, max_idle: Duration, batch: usize) -> Duration {
+    if pass.handled as usize >= batch {
+        return Duration::ZERO;
+    }
+    let Some(due) = pass.next_due_ms else {
+        return max_idle;
+    };
+    match store.now_ms().await {
+        Ok(now) => Duration::from_millis((due - now).clamp(1, max_idle.as_millis() as i64) as u64),
+        Err(_) => max_idle,
+    }
+}
+
+async fn promoter(
+    store: Store,
+    signals: Signals,
+    config: MaintenanceConfig,
+    mut shutdown: Shutdown,
+) {
+    while !shutdown.is_triggered() {
+        let wait = match store.promote(config.batch).await {
+            Ok(pass) => wait_after(&store, &pass, config.max_idle, config.batch).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "promote pass failed");
+                config.max_idle.min(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = signals.delayed.notified() => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+}
+
+async fn reaper(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        let wait = match store.reap(config.batch).await {
+            Ok(pass) => {
+                if pass.handled > 0 {
+                    tracing::info!(
+                        count = pass.handled,
+                        "reaped expired leases / timed-out attempts"
+                    );
+                }
+                wait_after(&store, &pass, config.max_idle, config.batch).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reap pass failed");
+                config.max_idle.min(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+}
+
+async fn janitor(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        tokio::select! {
+            _ = tokio::time::sleep(config.cleanup_every) => {}
+            _ = shutdown.wait() => return,
+        }
+        let retention = store.config().retention;
+        match store.cleanup(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "cleaned up old terminal tasks"),
+            Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+        }
+    }
+}

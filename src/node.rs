@@ -1,0 +1,152 @@
+//! One node: store, signal subscription, workers, maintenance and the HTTP
+//! server, wired together.
+//!
+//! Shutdown order (on the shutdown signal):
+//! 1. workers stop claiming; in-flight attempts get the grace period, the rest
+//!    are handed back to QUEUED without spending an attempt; results flushed;
+//! 2. maintenance loops stop;
+//! 3. the HTTP server stops (health answered "draining" until here);
+//! 4. the signal subscription and the Redis pool close.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use poem::Server;
+use poem::listener::{Acceptor, TcpAcceptor};
+
+use crate::api::{self, AppState};
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::maintenance::{self, MaintenanceConfig};
+use crate::shutdown::{self, Shutdown};
+use crate::signals::{self, Signals};
+use crate::store::{Store, StoreConfig};
+use crate::worker::{Registry, Runtime, WorkerConfig};
+
+/// Everything a node needs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Redis to use.
+    pub redis_url: String,
+    /// Redis connections in the pool.
+    pub redis_pool: usize,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// Worker settings (None: no workers on this node).
+    pub worker: Option<WorkerConfig>,
+    /// Maintenance settings (None: no maintenance on this node).
+    pub maintenance: Option<MaintenanceConfig>,
+    /// Clock for scripts (Redis' own in production).
+    pub clock: Clock,
+}
+
+/// A started node.
+pub struct Node {
+    /// The node's store handle.
+    pub store: Store,
+    /// The node's workers.
+    pub runtime: Option<Runtime>,
+    /// Where it listens.
+    pub local_addr: std::net::SocketAddr,
+}
+
+/// Runs a node on `listener` until `shutdown`, then stops in the documented
+/// order. `on_start` is called once everything runs (tests use it).
+pub async fn run(
+    config: NodeConfig,
+    registry: Registry,
+    listener: tokio::net::TcpListener,
+    mut shutdown: Shutdown,
+    on_start: impl FnOnce(Node),
+) -> Result<()> {
+    let store = Store::connect(
+        &config.redis_url,
+        config.redis_pool,
+        config.store.clone(),
+        config.clock.clone(),
+    )
+    .await?;
+    let policy = store.maxmemory_policy().await.unwrap_or_default();
+    if policy != "noeviction" {
+        tracing::warn!(
+            policy = %policy,
+            "Redis maxmemory-policy is not noeviction: under memory pressure Redis may evict queued tasks"
+        );
+    }
+    let node_id = config
+        .worker
+        .as_ref()
+        .map(|w| w.node_id.clone())
+        .unwrap_or_else(crate::config::default_node_id);
+
+    let (inner_trigger, inner_shutdown) = shutdown::channel();
+    let signals = Signals::default();
+    let signal_task = tokio::spawn(signals::listen(
+        config.redis_url.clone(),
+        store.keys().signal(),
+        signals.clone(),
+        inner_shutdown.clone(),
+    ));
+    let runtime = config
+        .worker
+        .clone()
+        .map(|w| Runtime::new(store.clone(), registry, w, signals.clone()));
+    let worker_task = runtime.clone().map(|rt| {
+        let s = shutdown.clone();
+        tokio::spawn(async move { rt.run(s).await })
+    });
+    let maintenance_task = config.maintenance.clone().map(|m| {
+        tokio::spawn(maintenance::run(
+            store.clone(),
+            signals.clone(),
+            m,
+            inner_shutdown.clone(),
+        ))
+    });
+
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        node_id: node_id.clone(),
+        draining: AtomicBool::new(false),
+        maxmemory_policy: policy,
+    });
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    let local_addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| crate::Error::Config("listener has no address".into()))?;
+    let mut http_shutdown = inner_shutdown.clone();
+    let server = tokio::spawn(
+        Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            api::routes(state.clone()),
+            async move { http_shutdown.wait().await },
+            Some(std::time::Duration::from_secs(5)),
+        ),
+    );
+    tracing::info!(node_id = %node_id, addr = %local_addr, "node started");
+    on_start(Node {
+        store: store.clone(),
+        runtime,
+        local_addr,
+    });
+
+    shutdown.wait().await;
+    tracing::info!("shutting down: workers first");
+    state.draining.store(true, Ordering::Relaxed);
+    if let Some(task) = worker_task {
+        if let Ok(Err(e)) = task.await {
+            tracing::error!(error = %e, "worker runtime ended with an error");
+        }
+    }
+    inner_trigger.trigger();
+    if let Some(task) = maintenance_task {
+        let _ = task.await;
+    }
+    let _ = server.await;
+    let _ = signal_task.await;
+    let _ = fred::interfaces::ClientLike::quit(store.pool()).await;
+    tracing::info!("node stopped");
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The node's one pub/sub subscription to the namespace's signal channel.
+//!
+//! Scripts PUBLISH `w:<agent>` when work becomes ready, `c:<task>:<token>`
+//! when that attempt must stop (cancelled, reaped, timed out) and `d` when a delayed task
+//! was added. Signals only wake things up: nothing is ever taken from Redis
+//! by a blocking command, so a lost signal costs latency, never a task. After
+//! a reconnect (signals may have been missed) everything is woken once.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use tokio::sync::{Notify, broadcast};
+
+use crate::error::Result;
+use crate::shutdown::Shutdown;
+
+/// What the node's components wait on.
+#[derive(Clone)]
+pub struct Signals {
+    /// Work may be ready for an agent this node serves.
+    pub work: Arc<Notify>,
+    /// A delayed task was added (the promoter re-reads the next due time).
+    pub delayed: Arc<Notify>,
+    /// (task id, lease token) of attempts that must stop.
+    pub stop: broadcast::Sender<(String, String)>,
+    /// Agents this node's workers serve; wake-ups for others are ignored.
+    pub served: Arc<RwLock<HashSet<String>>>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            work: Arc::new(Notify::new()),
+            delayed: Arc::new(Notify::new()),
+            stop: broadcast::channel(4096).0,
+            served: Arc::new(RwLock::new(HashSet::new())),
+        }
+    }
+}
+
+impl Signals {
+    /// Wakes every waiter (after a reconnect, when signals may be lost).
+    pub fn wake_all(&self) {
+        self.work.notify_one();
+        self.delayed.notify_one();
+    }
+
+    fn dispatch(&self, message: &str) {
+        if let Some(agent) = message.strip_prefix("w:") {
+            let served = self
+                .served
+                .read()
+                .map(|s| s.contains(agent))
+                .unwrap_or(true);
+            if served {
+                self.work.notify_one();
+            }
+        } else if let Some(rest) = message.strip_prefix("c:") {
+            if let Some((task, token)) = rest.split_once(':') {
+                let _ = self.stop.send((task.to_string(), token.to_string()));
+            }
+        } else if message == "d" {
+            self.delayed.notify_one();
+        }
+    }
+}
+
+/// Subscribes to `channel` and dispatches messages until shutdown.
+pub async fn listen(
+    redis_url: String,
+    channel: String,
+    signals: Signals,
+    mut shutdown: Shutdown,
+) -> Result<()> {
+    let subscriber: SubscriberClient =
+        crate::store::redis_builder(&redis_url)?.build_subscriber_client()?;
+    subscriber.init().await?;
+    let manager = subscriber.manage_subscriptions();
+    subscriber.subscribe(channel).await?;
+    let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    signals.wake_all();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            message = messages.recv() => match message {
+                Ok(m) => {
+                    if let Some(text) = m.value.as_str() {
+                        signals.dispatch(&text);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => signals.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            reconnect = reconnects.recv() => {
+                if reconnect.is_ok() {
+                    tracing::info!("signal subscription reconnected; waking workers");
+                }
+                signals.wake_all();
+            }
+        }
+    }
+    manager.abort();
+    let _ = subscriber.quit().await;
+    Ok(())
+}

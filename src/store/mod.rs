@@ -1,0 +1,220 @@
+//! The only module that knows Redis exists.
+//!
+//! Every state change is one script in `lua/` with one typed wrapper here
+//! (one file per script); reads are in `query` and `stats`. Callers get typed
+//! values and [`crate::error::Error`]s, never Redis replies.
+
+mod agents;
+mod cancel;
+mod claim;
+mod cleanup;
+mod complete;
+mod create;
+mod fail;
+mod heartbeat;
+pub mod keys;
+mod promote;
+mod query;
+mod reap;
+mod reply;
+mod requeue;
+mod retry;
+pub(crate) mod scripts;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::Pool;
+use fred::prelude::*;
+use fred::types::config::{Config as RedisConfig, ReconnectPolicy};
+
+pub use agents::{Agent, AgentKind};
+pub use claim::{ClaimRequest, ClaimedTask, MAX_CLAIM};
+pub use cleanup::CLEANUP_BATCH;
+pub use complete::Completion;
+pub use create::{Created, MAX_BATCH};
+pub use fail::{FailOutcome, Failure};
+pub use heartbeat::LeaseState;
+pub use promote::Pass;
+pub use query::{
+    AgentQueue, ListFilter, MAX_PAGE_SIZE, QueueHealth, QueueStatus, TaskPage, health_thresholds,
+};
+pub use stats::{Breakdown, DEFAULT_DAYS, MAX_DAYS, Statistics, StatsFilter};
+
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::task::Limits;
+use keys::Keys;
+use scripts::{Name, Scripts};
+
+/// How the store behaves; every field has a documented default.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Hash-tagged namespace of every key (`{taskherd}:...`).
+    pub namespace: String,
+    /// First retry delay; doubles per retry (1 s, 2 s, 4 s ...).
+    pub backoff_base: Duration,
+    /// Longest retry delay (30 s).
+    pub backoff_cap: Duration,
+    /// How long terminal tasks are kept before cleanup (7 days).
+    pub retention: Duration,
+    /// How long an idempotency key maps to its task (7 days).
+    pub idempotency_ttl: Duration,
+    /// Limits on task fields.
+    pub limits: Limits,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "taskherd".into(),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Handle to the queue in Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    keys: Keys,
+    scripts: Scripts,
+    clock: Clock,
+    config: StoreConfig,
+    creates: create::Coalescer,
+}
+
+/// Builds the Redis client configuration shared by pools and subscribers:
+/// a reconnect policy (without one, a Redis restart leaves calls hanging)
+/// and command timeouts.
+pub fn redis_builder(redis_url: &str) -> Result<Builder> {
+    let config = RedisConfig::from_url(redis_url)?;
+    let mut builder = Builder::from_config(config);
+    builder
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.internal_command_timeout = Duration::from_secs(10);
+            // A script whose reply was lost is not sent again by the client:
+            // callers decide (creates carry idempotency keys, completes are
+            // idempotent per token).
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(10);
+        });
+    Ok(builder)
+}
+
+impl Store {
+    /// Connects a pool of `pool_size` connections and loads every script.
+    pub async fn connect(
+        redis_url: &str,
+        pool_size: usize,
+        config: StoreConfig,
+        clock: Clock,
+    ) -> Result<Self> {
+        let pool = redis_builder(redis_url)?.build_pool(pool_size.max(1))?;
+        pool.init().await?;
+        let keys = Keys::new(&config.namespace)?;
+        let scripts = Scripts::new();
+        scripts.load_all(&pool).await?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                pool,
+                keys,
+                scripts,
+                clock,
+                config,
+                creates: create::Coalescer::default(),
+            }),
+        };
+        store.inner.creates.start(store.downgrade());
+        Ok(store)
+    }
+
+    fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// The key names of this store's namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The clock scripts read.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The connection pool (for the node's own bookkeeping and tests).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Round trip to Redis: `PING`.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.inner.pool.next().ping(None).await?;
+        Ok(())
+    }
+
+    /// Redis' `maxmemory-policy` (queues need `noeviction`).
+    pub async fn maxmemory_policy(&self) -> Result<String> {
+        let v: Vec<String> = self
+            .inner
+            .pool
+            .next()
+            .config_get("maxmemory-policy")
+            .await?;
+        Ok(v.get(1).cloned().unwrap_or_default())
+    }
+
+    /// The current time on the store's clock (ms): manual clock, else Redis `TIME`.
+    pub async fn now_ms(&self) -> Result<i64> {
+        if let Some(ms) = self.inner.clock.manual_now_ms() {
+            return Ok(ms);
+        }
+        let t: Vec<i64> = self
+            .inner
+            .pool
+            .next()
+            .custom(fred::cmd!("TIME"), Vec::<String>::new())
+            .await?;
+        Ok(t.first().copied().unwrap_or(0) * 1000 + t.get(1).copied().unwrap_or(0) / 1000)
+    }
+
+    async fn call(&self, name: Name, args: Vec<String>) -> Result<fred::types::Value> {
+        let inner = &self.inner;
+        inner
+            .scripts
+            .call(&inner.pool, name, inner.keys.prefix(), args)
+            .await
+    }
+
+    fn now_arg(&self) -> String {
+        self.inner.clock.script_arg()
+    }
+}
+
+/// Milliseconds of a duration as a script argument.
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}

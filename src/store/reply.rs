@@ -1,0 +1,86 @@
+//! Shape checks for script replies: every reply is parsed explicitly, and a
+//! reply of the wrong shape is an [`Error::Reply`], never a panic.
+
+use fred::types::Value;
+
+use crate::error::{Error, Result};
+
+pub(crate) struct Reply {
+    pub(crate) script: &'static str,
+}
+
+impl Reply {
+    pub(crate) fn err(&self, detail: impl Into<String>) -> Error {
+        Error::Reply {
+            script: self.script,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn array(&self, v: Value) -> Result<Vec<Value>> {
+        match v {
+            Value::Array(items) => Ok(items),
+            Value::Null => Ok(Vec::new()),
+            other => Err(self.err(format!("expected an array, got {:?}", other.kind()))),
+        }
+    }
+
+    pub(crate) fn string(&self, v: Value) -> Result<String> {
+        match v {
+            Value::String(s) => Ok(s.to_string()),
+            Value::Bytes(b) => {
+                String::from_utf8(b.to_vec()).map_err(|_| self.err("non-UTF-8 string"))
+            }
+            Value::Integer(i) => Ok(i.to_string()),
+            Value::Double(d) => Ok(d.to_string()),
+            other => Err(self.err(format!("expected a string, got {:?}", other.kind()))),
+        }
+    }
+
+    pub(crate) fn int(&self, v: Value) -> Result<i64> {
+        match v {
+            Value::Integer(i) => Ok(i),
+            Value::Double(d) => Ok(d as i64),
+            Value::String(_) | Value::Bytes(_) => {
+                let s = self.string(v)?;
+                s.parse()
+                    .map_err(|_| self.err(format!("expected an integer, got {s:?}")))
+            }
+            other => Err(self.err(format!("expected an integer, got {:?}", other.kind()))),
+        }
+    }
+
+    /// Splits a flat array into rows of `width`.
+    pub(crate) fn rows(&self, v: Value, width: usize) -> Result<Vec<Vec<Value>>> {
+        let items = self.array(v)?;
+        if items.len() % width != 0 {
+            return Err(self.err(format!(
+                "{} items is not a multiple of {width}",
+                items.len()
+            )));
+        }
+        let mut rows = Vec::with_capacity(items.len() / width);
+        let mut it = items.into_iter();
+        loop {
+            let row: Vec<Value> = it.by_ref().take(width).collect();
+            if row.is_empty() {
+                return Ok(rows);
+            }
+            rows.push(row);
+        }
+    }
+
+    /// A flat HGETALL array as (field, value) string pairs.
+    pub(crate) fn pairs(&self, v: Value) -> Result<Vec<(String, String)>> {
+        self.rows(v, 2)?
+            .into_iter()
+            .map(|row| {
+                let mut it = row.into_iter();
+                match (it.next(), it.next()) {
+                    (Some(f), Some(x)) => Ok((self.string(f)?, self.string(x)?)),
+                    _ => Err(self.err("odd field/value array")),
+                }
+            })
+            .collect()
+    }
+}

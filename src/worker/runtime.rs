@@ -1,0 +1,683 @@
+//! The worker runtime every node runs (unless switched off).
+//!
+//! Parts, one lifecycle each:
+//! - dispatcher: claims as many tasks as there are free slots, in one script
+//!   call; when a claim comes back short it waits for a wake-up signal (work
+//!   became ready), a freed slot, or a long safety recheck; never a fixed poll;
+//! - attempts: one tokio task per claimed task; stopped when the lease is lost,
+//!   the task is cancelled or reaped (signal or heartbeat), `timeoutMs`
+//!   passes, or shutdown hands it back;
+//! - finisher: group-commits results (complete, fail, requeue) in batches;
+//! - heartbeater: extends every lease this node holds in one call per interval
+//!   and stops attempts whose lease is lost (or could not be renewed in time);
+//! - agent refresher: serves agents whose record says HTTP.
+//!
+//! Shutdown order: stop claiming; let attempts finish within the grace period;
+//! hand the rest back (QUEUED, no attempt spent); flush the finisher; stop the
+//! heartbeater. A lease never outlives its heartbeats by more than one lease.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::http::HttpExecutor;
+use super::{Handler, Registry, TaskContext};
+use crate::error::Result;
+use crate::shutdown::Shutdown;
+use crate::signals::Signals;
+use crate::store::{AgentKind, ClaimRequest, ClaimedTask, Completion, Failure, LeaseState, Store};
+
+/// How a node's workers behave.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Recorded on claimed tasks and shown in health.
+    pub node_id: String,
+    /// Most attempts this node runs at once (default 10).
+    pub concurrency: usize,
+    /// Lease length; heartbeats every third of it (default 30 s).
+    pub lease: Duration,
+    /// How long in-flight attempts may finish after shutdown starts (30 s).
+    pub grace: Duration,
+    /// Safety recheck when no wake-up came (signals lost on a reconnect are
+    /// also covered by a wake-up on reconnect). Default 5 s.
+    pub idle_recheck: Duration,
+    /// How often agent records are re-read for HTTP agents (10 s).
+    pub agent_refresh: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "node".into(),
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            grace: Duration::from_secs(30),
+            idle_recheck: Duration::from_secs(5),
+            agent_refresh: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What health reports about a node's workers.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStats {
+    /// Node id.
+    pub node_id: String,
+    /// Claiming (false before start, while draining and after stop).
+    pub running: bool,
+    /// Slots.
+    pub concurrency: usize,
+    /// Attempts running now.
+    pub in_flight: usize,
+    /// Agents served by this node.
+    pub agents: Vec<String>,
+    /// Tasks claimed since start.
+    pub claimed_total: u64,
+    /// Attempts completed.
+    pub completed_total: u64,
+    /// Attempts failed (retried or final).
+    pub failed_total: u64,
+    /// Results refused by the lease fence (stale attempts).
+    pub refused_total: u64,
+    /// Tasks handed back at shutdown.
+    pub requeued_total: u64,
+    /// Redis errors seen by the workers.
+    pub redis_errors_total: u64,
+    /// Unix ms of the last successful claim call (None before the first).
+    pub last_claim_ok_at: Option<i64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    requeued: AtomicU64,
+    redis_errors: AtomicU64,
+    last_claim_ok_at: AtomicI64,
+}
+
+struct InFlight {
+    token: String,
+    agent: String,
+    cancel: CancellationToken,
+    /// Local deadline of the lease as last renewed (measured from before the
+    /// renewing call was sent, so it errs early).
+    lease_valid_until: Instant,
+}
+
+enum Finish {
+    Complete(Completion),
+    Fail(Failure),
+    Requeue { id: String, token: String },
+}
+
+struct FinishJob {
+    finish: Finish,
+    done: oneshot::Sender<()>,
+}
+
+/// A node's worker runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    registry: Registry,
+    config: WorkerConfig,
+    signals: Signals,
+    slots: Arc<Semaphore>,
+    slot_freed: Notify,
+    in_flight: Mutex<HashMap<String, InFlight>>,
+    http_agents: RwLock<HashMap<String, Arc<dyn Handler>>>,
+    agent_limits: RwLock<HashMap<String, usize>>,
+    hand_back: CancellationToken,
+    running: AtomicBool,
+    counters: Counters,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Runtime {
+    /// A runtime for `registry`'s agents (plus HTTP agents found in Redis).
+    pub fn new(store: Store, registry: Registry, config: WorkerConfig, signals: Signals) -> Self {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                config,
+                signals,
+                slots,
+                slot_freed: Notify::new(),
+                in_flight: Mutex::new(HashMap::new()),
+                http_agents: RwLock::new(HashMap::new()),
+                agent_limits: RwLock::new(HashMap::new()),
+                hand_back: CancellationToken::new(),
+                running: AtomicBool::new(false),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// A snapshot for health and the node list.
+    pub fn stats(&self) -> WorkerStats {
+        let c = &self.inner.counters;
+        let last = c.last_claim_ok_at.load(Ordering::Relaxed);
+        WorkerStats {
+            node_id: self.inner.config.node_id.clone(),
+            running: self.inner.running.load(Ordering::Relaxed),
+            concurrency: self.inner.config.concurrency,
+            in_flight: self.in_flight_len(),
+            agents: self.served_agents(),
+            claimed_total: c.claimed.load(Ordering::Relaxed),
+            completed_total: c.completed.load(Ordering::Relaxed),
+            failed_total: c.failed.load(Ordering::Relaxed),
+            refused_total: c.refused.load(Ordering::Relaxed),
+            requeued_total: c.requeued.load(Ordering::Relaxed),
+            redis_errors_total: c.redis_errors.load(Ordering::Relaxed),
+            last_claim_ok_at: (last > 0).then_some(last),
+        }
+    }
+
+    fn in_flight_len(&self) -> usize {
+        self.inner.in_flight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn served_agents(&self) -> Vec<String> {
+        let mut agents: Vec<String> = self.inner.registry.agents().cloned().collect();
+        if let Ok(http) = self.inner.http_agents.read() {
+            agents.extend(
+                http.keys()
+                    .filter(|a| self.inner.registry.get(a).is_none())
+                    .cloned(),
+            );
+        }
+        agents.sort();
+        agents
+    }
+
+    fn handler_for(&self, agent: &str) -> Option<Arc<dyn Handler>> {
+        self.inner
+            .registry
+            .get(agent)
+            .or_else(|| self.inner.http_agents.read().ok()?.get(agent).cloned())
+    }
+
+    /// Runs until `shutdown`, then drains as documented above.
+    pub async fn run(&self, shutdown: Shutdown) -> Result<()> {
+        let (finish_tx, finish_rx) = mpsc::channel::<FinishJob>(4096);
+        let finisher = tokio::spawn(self.clone().finisher(finish_rx));
+        let background = CancellationToken::new();
+        let heartbeater = tokio::spawn(self.clone().heartbeater(background.clone()));
+        let stopper = tokio::spawn(self.clone().stop_listener(background.clone()));
+        let refresher = tokio::spawn(self.clone().agent_refresher(background.clone()));
+
+        self.refresh_agents().await;
+        self.inner.running.store(true, Ordering::Relaxed);
+        self.dispatch(shutdown, finish_tx).await;
+        self.inner.running.store(false, Ordering::Relaxed);
+
+        // Grace period for in-flight attempts, then hand the rest back.
+        let grace_end = tokio::time::Instant::now() + self.inner.config.grace;
+        while self.in_flight_len() > 0 && tokio::time::Instant::now() < grace_end {
+            let _ = tokio::time::timeout_at(grace_end, self.inner.slot_freed.notified()).await;
+        }
+        if self.in_flight_len() > 0 {
+            tracing::info!(
+                count = self.in_flight_len(),
+                "grace period over; handing tasks back"
+            );
+            self.inner.hand_back.cancel();
+            let hand_back_end = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.in_flight_len() > 0 && tokio::time::Instant::now() < hand_back_end {
+                let _ =
+                    tokio::time::timeout_at(hand_back_end, self.inner.slot_freed.notified()).await;
+            }
+        }
+        // Attempts hold the finisher's senders; once they are gone it drains and ends.
+        let _ = finisher.await;
+        background.cancel();
+        let _ = tokio::join!(heartbeater, stopper, refresher);
+        Ok(())
+    }
+
+    async fn dispatch(&self, mut shutdown: Shutdown, finish_tx: mpsc::Sender<FinishJob>) {
+        let inner = &self.inner;
+        let mut error_backoff = Duration::from_millis(50);
+        while !shutdown.is_triggered() {
+            let free = inner.slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = inner.slot_freed.notified() => {}
+                    _ = shutdown.wait() => {}
+                }
+                continue;
+            }
+            let agents = self.quotas(free);
+            if agents.is_empty() {
+                tokio::select! {
+                    _ = inner.signals.work.notified() => {}
+                    _ = tokio::time::sleep(inner.config.idle_recheck) => {}
+                    _ = shutdown.wait() => {}
+                }
+                continue;
+            }
+            let want = agents.iter().map(|(_, q)| *q).sum::<usize>().min(free);
+            let request = ClaimRequest {
+                worker_id: inner.config.node_id.clone(),
+                lease: inner.config.lease,
+                max_tasks: want,
+                agents,
+            };
+            match inner.store.claim(&request).await {
+                Ok(tasks) => {
+                    error_backoff = Duration::from_millis(50);
+                    inner
+                        .counters
+                        .last_claim_ok_at
+                        .store(unix_ms(), Ordering::Relaxed);
+                    inner
+                        .counters
+                        .claimed
+                        .fetch_add(tasks.len() as u64, Ordering::Relaxed);
+                    let short = tasks.len() < want;
+                    for task in tasks {
+                        match inner.slots.clone().try_acquire_owned() {
+                            Ok(permit) => self.start_attempt(task, permit, finish_tx.clone()),
+                            // Cannot happen (claims never exceed free slots); hand it back.
+                            Err(_) => {
+                                let _ = inner.store.requeue(&[(task.id, task.token)]).await;
+                            }
+                        }
+                    }
+                    if short {
+                        tokio::select! {
+                            _ = inner.signals.work.notified() => {}
+                            _ = tokio::time::sleep(inner.config.idle_recheck) => {}
+                            _ = shutdown.wait() => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    inner.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(error_backoff) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Agents to claim from, with how many each may take now.
+    fn quotas(&self, free: usize) -> Vec<(String, usize)> {
+        let mut per_agent: HashMap<String, usize> = HashMap::new();
+        if let Ok(m) = self.inner.in_flight.lock() {
+            for f in m.values() {
+                *per_agent.entry(f.agent.clone()).or_default() += 1;
+            }
+        }
+        let limits = self
+            .inner
+            .agent_limits
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        self.served_agents()
+            .into_iter()
+            .filter_map(|agent| {
+                let limit = limits
+                    .get(&agent)
+                    .copied()
+                    .unwrap_or(self.inner.config.concurrency);
+                let quota = limit
+                    .saturating_sub(per_agent.get(&agent).copied().unwrap_or(0))
+                    .min(free);
+                (quota > 0).then_some((agent, quota))
+            })
+            .take(100)
+            .collect()
+    }
+
+    fn start_attempt(
+        &self,
+        task: ClaimedTask,
+        permit: OwnedSemaphorePermit,
+        finish_tx: mpsc::Sender<FinishJob>,
+    ) {
+        let cancel = CancellationToken::new();
+        let lease_valid_until = Instant::now() + self.inner.config.lease;
+        if let Ok(mut m) = self.inner.in_flight.lock() {
+            m.insert(
+                task.id.clone(),
+                InFlight {
+                    token: task.token.clone(),
+                    agent: task.agent_id.clone(),
+                    cancel: cancel.clone(),
+                    lease_valid_until,
+                },
+            );
+        }
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let id = task.id.clone();
+            let span = tracing::info_span!("attempt", task_id = %id, agent_id = %task.agent_id, attempt = task.retry_count + 1);
+            let finish = rt.attempt(task, cancel).instrument(span).await;
+            if let Some(finish) = finish {
+                let (done, acked) = oneshot::channel();
+                if finish_tx.send(FinishJob { finish, done }).await.is_ok() {
+                    let _ = acked.await;
+                }
+            }
+            if let Ok(mut m) = rt.inner.in_flight.lock() {
+                m.remove(&id);
+            }
+            drop(permit);
+            rt.inner.slot_freed.notify_one();
+        });
+    }
+
+    /// Runs one attempt; returns what to record (None: write nothing).
+    async fn attempt(&self, task: ClaimedTask, cancel: CancellationToken) -> Option<Finish> {
+        let Some(handler) = self.handler_for(&task.agent_id) else {
+            return Some(Finish::Requeue {
+                id: task.id,
+                token: task.token,
+            });
+        };
+        let ctx = TaskContext {
+            task: task.clone(),
+            cancel: cancel.clone(),
+        };
+        let timeout = Duration::from_millis(task.timeout_ms.max(1));
+        let hand_back = self.inner.hand_back.clone();
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                tracing::info!("attempt stopped: lease lost or task cancelled");
+                return None;
+            }
+            _ = hand_back.cancelled() => {
+                cancel.cancel();
+                return Some(Finish::Requeue { id: task.id, token: task.token });
+            }
+            _ = tokio::time::sleep(timeout) => {
+                cancel.cancel();
+                return Some(Finish::Fail(Failure {
+                    id: task.id,
+                    token: task.token,
+                    error_message: format!("attempt exceeded timeoutMs ({} ms)", task.timeout_ms),
+                    retryable: true,
+                    timed_out: true,
+                }));
+            }
+            r = handler.run(ctx) => r,
+        };
+        cancel.cancel();
+        Some(match result {
+            Ok(out) => Finish::Complete(Completion {
+                id: task.id,
+                token: task.token,
+                output_data: out.output_data,
+                actual_cost: out.actual_cost,
+                quality_score: out.quality_score,
+                metrics: out.metrics,
+            }),
+            Err(e) => Finish::Fail(Failure {
+                id: task.id,
+                token: task.token,
+                error_message: e.message,
+                retryable: e.retryable,
+                timed_out: false,
+            }),
+        })
+    }
+
+    /// Group commit of results: whatever queued up while the previous batch
+    /// was being written goes out in one call per kind.
+    async fn finisher(self, mut rx: mpsc::Receiver<FinishJob>) {
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < crate::store::MAX_CLAIM {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let (mut completes, mut fails, mut requeues, mut acks) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for job in jobs {
+                match job.finish {
+                    Finish::Complete(c) => completes.push(c),
+                    Finish::Fail(f) => fails.push(f),
+                    Finish::Requeue { id, token } => requeues.push((id, token)),
+                }
+                acks.push(job.done);
+            }
+            self.write_results(&completes, &fails, &requeues).await;
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    async fn write_results(
+        &self,
+        completes: &[Completion],
+        fails: &[Failure],
+        requeues: &[(String, String)],
+    ) {
+        let store = &self.inner.store;
+        let c = &self.inner.counters;
+        // Results are retried while Redis is away, up to one lease: after
+        // that the lease is gone anyway and the task will be re-delivered.
+        let give_up = Instant::now() + self.inner.config.lease;
+        let mut backoff = Duration::from_millis(50);
+        let mut pending = (
+            !completes.is_empty(),
+            !fails.is_empty(),
+            !requeues.is_empty(),
+        );
+        while pending.0 || pending.1 || pending.2 {
+            if pending.0 {
+                match store.complete(completes).await {
+                    Ok(results) => {
+                        pending.0 = false;
+                        for r in results {
+                            match r {
+                                Ok(()) => c.completed.fetch_add(1, Ordering::Relaxed),
+                                Err(e) => {
+                                    tracing::info!(error = %e, "completion refused");
+                                    c.refused.fetch_add(1, Ordering::Relaxed)
+                                }
+                            };
+                        }
+                    }
+                    Err(e) => self.note_redis_error(&e),
+                }
+            }
+            if pending.1 {
+                match store.fail(fails).await {
+                    Ok(results) => {
+                        pending.1 = false;
+                        for r in results {
+                            match r {
+                                Ok(_) => c.failed.fetch_add(1, Ordering::Relaxed),
+                                Err(e) => {
+                                    tracing::info!(error = %e, "failure report refused");
+                                    c.refused.fetch_add(1, Ordering::Relaxed)
+                                }
+                            };
+                        }
+                    }
+                    Err(e) => self.note_redis_error(&e),
+                }
+            }
+            if pending.2 {
+                match store.requeue(requeues).await {
+                    Ok(results) => {
+                        pending.2 = false;
+                        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                        c.requeued.fetch_add(ok, Ordering::Relaxed);
+                    }
+                    Err(e) => self.note_redis_error(&e),
+                }
+            }
+            if (pending.0 || pending.1 || pending.2) && Instant::now() < give_up {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            } else if pending.0 || pending.1 || pending.2 {
+                tracing::error!(
+                    "results could not be written within one lease; the tasks will be re-delivered"
+                );
+                return;
+            }
+        }
+    }
+
+    fn note_redis_error(&self, e: &crate::Error) {
+        self.inner
+            .counters
+            .redis_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "writing results failed; retrying");
+    }
+
+    /// Renews every lease this node holds, once per third of a lease.
+    async fn heartbeater(self, stop: CancellationToken) {
+        let lease = self.inner.config.lease;
+        let every = (lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let leases: Vec<(String, String)> = match self.inner.in_flight.lock() {
+                Ok(m) => m
+                    .iter()
+                    .map(|(id, f)| (id.clone(), f.token.clone()))
+                    .collect(),
+                Err(_) => continue,
+            };
+            if leases.is_empty() {
+                continue;
+            }
+            let sent_at = Instant::now();
+            match self.inner.store.heartbeat(&leases, lease).await {
+                Ok(states) => {
+                    if let Ok(mut m) = self.inner.in_flight.lock() {
+                        for ((id, token), state) in leases.iter().zip(states) {
+                            let Some(f) = m.get_mut(id).filter(|f| &f.token == token) else {
+                                continue;
+                            };
+                            if state == LeaseState::Held {
+                                f.lease_valid_until = sent_at + lease;
+                            } else {
+                                tracing::info!(task_id = %id, ?state, "lease not renewed; stopping attempt");
+                                f.cancel.cancel();
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.inner
+                        .counters
+                        .redis_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+            // A lease that could not be renewed in time is presumed lost.
+            let now = Instant::now();
+            if let Ok(m) = self.inner.in_flight.lock() {
+                for (id, f) in m.iter().filter(|(_, f)| f.lease_valid_until <= now) {
+                    tracing::warn!(task_id = %id, "lease expired without renewal; stopping attempt");
+                    f.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Stops attempts named by stop signals (cancel or reap on any node).
+    async fn stop_listener(self, stop: CancellationToken) {
+        let mut rx = self.inner.signals.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                msg = rx.recv() => match msg {
+                    Ok((id, token)) => {
+                        if let Ok(m) = self.inner.in_flight.lock() {
+                            if let Some(f) = m.get(&id).filter(|f| f.token == token) {
+                                f.cancel.cancel();
+                            }
+                        }
+                    }
+                    // Missed signals: the next heartbeat reports those leases.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    async fn agent_refresher(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.config.agent_refresh) => self.refresh_agents().await,
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Reads agent records: HTTP agents get the executor; concurrency limits apply.
+    async fn refresh_agents(&self) {
+        let agents = match self.inner.store.list_agents().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read agent records");
+                return;
+            }
+        };
+        let mut http: HashMap<String, Arc<dyn Handler>> = HashMap::new();
+        let mut limits = HashMap::new();
+        let client = reqwest::Client::new();
+        for agent in agents {
+            if let Some(n) = agent.concurrency {
+                limits.insert(agent.id.clone(), n as usize);
+            }
+            if let (AgentKind::Http, Some(endpoint)) = (&agent.kind, &agent.endpoint) {
+                http.insert(
+                    agent.id.clone(),
+                    Arc::new(HttpExecutor::new(client.clone(), endpoint.clone())),
+                );
+            }
+        }
+        if let Ok(mut h) = self.inner.http_agents.write() {
+            *h = http;
+        }
+        if let Ok(mut l) = self.inner.agent_limits.write() {
+            *l = limits;
+        }
+        if let Ok(mut served) = self.inner.signals.served.write() {
+            *served = self.served_agents().into_iter().collect();
+        }
+    }
+}

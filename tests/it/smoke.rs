@@ -1,0 +1,44 @@
+//! A first end-to-end pass: a node runs the demo echo agent.
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskherd::clock::Clock;
+use taskherd::task::{NewTask, TaskStatus};
+use taskherd::worker::{Registry, demo};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_node_runs_an_echo_task_to_completion() {
+    let redis = TestRedis::start();
+    let mut registry = Registry::new();
+    demo::register(&mut registry);
+    let node = TestNode::start(
+        node_config(&redis.url(), Some(worker_config("n1", 4)), Clock::redis()),
+        registry,
+    )
+    .await;
+    let created = node
+        .store
+        .create(NewTask::new("echo", "test", json!({"hello": "world"})))
+        .await
+        .unwrap();
+    let id = created.task.id.clone();
+    let done = wait_until("task completes", Duration::from_secs(5), || async {
+        let t = node.store.get(&id).await.unwrap().unwrap();
+        (t.status == TaskStatus::Completed).then_some(t)
+    })
+    .await;
+    assert_eq!(done.output_data, Some(json!({"hello": "world"})));
+    assert_eq!(done.retry_count, 0);
+    let health: serde_json::Value = reqwest::get(node.url("/api/ai/tasks/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["redis"]["reachable"], json!(true));
+    assert_eq!(health["worker"]["completedTotal"], json!(1));
+    node.stop().await;
+}

@@ -1,0 +1,195 @@
+//! Test support: a private redis-server per test, stores and in-process nodes
+//! bound to port 0, a child-process node for kill -9, and `wait_until`.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use taskherd::clock::Clock;
+use taskherd::local_redis::LocalRedis;
+use taskherd::maintenance::MaintenanceConfig;
+use taskherd::node::{self, Node, NodeConfig};
+use taskherd::shutdown::{self, ShutdownTrigger};
+use taskherd::store::{Store, StoreConfig};
+use taskherd::worker::{Registry, WorkerConfig};
+
+/// A redis-server of this test's own, with its data folder.
+pub struct TestRedis {
+    pub redis: LocalRedis,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = LocalRedis::start(&dir.path().join("redis")).expect("redis-server starts");
+        Self { redis, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.redis.dir().to_path_buf()
+    }
+
+    /// Clean restart on the same port and data (AOF is replayed).
+    pub fn restart(&mut self) {
+        let port = self.redis.port();
+        let dir = self.redis.dir().to_path_buf();
+        self.redis.stop();
+        self.redis = LocalRedis::start_on(&dir, port).expect("redis-server restarts");
+    }
+
+    /// A store with a manual clock starting at `start_ms`.
+    pub async fn store_with_clock(&self, clock: Clock) -> Store {
+        Store::connect(&self.url(), 2, StoreConfig::default(), clock)
+            .await
+            .expect("store connects")
+    }
+
+    /// A store on Redis' own clock.
+    pub async fn store(&self) -> Store {
+        self.store_with_clock(Clock::redis()).await
+    }
+}
+
+/// A fixed starting time for manual clocks: 2026-01-01T00:00:00Z.
+pub const T0_MS: i64 = 1_767_225_600_000;
+
+/// Waits until `check` returns Some, polling every 10 ms, or panics after `deadline`.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An in-process node on 127.0.0.1:0.
+pub struct TestNode {
+    pub store: Store,
+    pub runtime: Option<taskherd::worker::Runtime>,
+    pub addr: std::net::SocketAddr,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<taskherd::Result<()>>,
+}
+
+/// Settings for test nodes: short leases so faults show quickly.
+pub fn node_config(url: &str, worker: Option<WorkerConfig>, clock: Clock) -> NodeConfig {
+    NodeConfig {
+        redis_url: url.to_string(),
+        redis_pool: 2,
+        store: StoreConfig {
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_millis(400),
+            ..StoreConfig::default()
+        },
+        worker,
+        maintenance: Some(MaintenanceConfig {
+            max_idle: Duration::from_millis(200),
+            ..MaintenanceConfig::default()
+        }),
+        clock,
+    }
+}
+
+/// Worker settings for tests.
+pub fn worker_config(node_id: &str, concurrency: usize) -> WorkerConfig {
+    WorkerConfig {
+        node_id: node_id.to_string(),
+        concurrency,
+        lease: Duration::from_millis(1_500),
+        grace: Duration::from_secs(5),
+        idle_recheck: Duration::from_secs(5),
+        agent_refresh: Duration::from_millis(500),
+    }
+}
+
+impl TestNode {
+    pub async fn start(config: NodeConfig, registry: Registry) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (trigger, shutdown) = shutdown::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Node>();
+        let task = tokio::spawn(node::run(config, registry, listener, shutdown, move |n| {
+            let _ = tx.send(n);
+        }));
+        let started = rx.await.expect("node starts");
+        Self {
+            store: started.store,
+            runtime: started.runtime,
+            addr: started.local_addr,
+            trigger,
+            task,
+        }
+    }
+
+    /// Graceful stop; returns once the node has fully stopped.
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        self.task
+            .await
+            .expect("node task")
+            .expect("node stops cleanly");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A node as a child process of the built binary (for kill -9).
+pub struct ChildNode {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl ChildNode {
+    pub fn spawn(redis_url: &str, extra: &[&str]) -> Self {
+        let port = taskherd::local_redis::free_port().expect("free port");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_taskherd"))
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--redis-url", redis_url])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn taskherd serve");
+        Self { child, port }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (graceful shutdown) and wait for exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for child")
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
