@@ -135,10 +135,10 @@ pub async fn run(
     shutdown.wait().await;
     tracing::info!("shutting down: workers first");
     state.draining.store(true, Ordering::Relaxed);
-    if let Some(task) = worker_task {
-        if let Ok(Err(e)) = task.await {
-            tracing::error!(error = %e, "worker runtime ended with an error");
-        }
+    if let Some(task) = worker_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::error!(error = %e, "worker runtime ended with an error");
     }
     inner_trigger.trigger();
     if let Some(task) = maintenance_task {

@@ -17,17 +17,19 @@
 //! heartbeater. A lease never outlives its heartbeats by more than one lease.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::http::HttpExecutor;
-use super::{Handler, Registry, TaskContext};
+use super::{Handler, HandlerError, Registry, TaskContext};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
@@ -124,6 +126,47 @@ struct FinishJob {
     finish: Finish,
     done: oneshot::Sender<()>,
 }
+
+/// Frees an attempt's slot however the attempt's task ends (a panic
+/// included): a stale in-flight entry would be heartbeated forever and keep
+/// its task PROCESSING with a live lease.
+struct SlotGuard {
+    runtime: Runtime,
+    task_id: String,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let inner = &self.runtime.inner;
+        if let Ok(mut m) = inner.in_flight.lock() {
+            m.remove(&self.task_id);
+        }
+        drop(self.permit.take());
+        inner.slot_freed.notify_one();
+    }
+}
+
+/// Runs a handler, turning a panic into a failed (retryable) attempt, so a
+/// handler that crashes every time ends FAILED after its attempts. The panic
+/// text is logged, not stored: it may show internals.
+async fn run_caught(handler: Arc<dyn Handler>, ctx: TaskContext) -> HandlerResult {
+    let run = async move {
+        let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(ctx)))?;
+        AssertUnwindSafe(future).catch_unwind().await
+    };
+    run.await.unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %text, "handler panicked");
+        Err(HandlerError::retryable("handler panicked"))
+    })
+}
+
+type HandlerResult = std::result::Result<super::Output, HandlerError>;
 
 /// A node's worker runtime; cheap to clone.
 #[derive(Clone)]
@@ -379,6 +422,11 @@ impl Runtime {
         let rt = self.clone();
         tokio::spawn(async move {
             let id = task.id.clone();
+            let _slot = SlotGuard {
+                runtime: rt.clone(),
+                task_id: id.clone(),
+                permit: Some(permit),
+            };
             let span = tracing::info_span!("attempt", task_id = %id, agent_id = %task.agent_id, attempt = task.retry_count + 1);
             let finish = rt.attempt(task, cancel).instrument(span).await;
             if let Some(finish) = finish {
@@ -387,11 +435,6 @@ impl Runtime {
                     let _ = acked.await;
                 }
             }
-            if let Ok(mut m) = rt.inner.in_flight.lock() {
-                m.remove(&id);
-            }
-            drop(permit);
-            rt.inner.slot_freed.notify_one();
         });
     }
 
@@ -429,7 +472,7 @@ impl Runtime {
                     timed_out: true,
                 }));
             }
-            r = handler.run(ctx) => r,
+            r = run_caught(handler, ctx) => r,
         };
         cancel.cancel();
         Some(match result {
@@ -624,10 +667,10 @@ impl Runtime {
                 _ = stop.cancelled() => return,
                 msg = rx.recv() => match msg {
                     Ok((id, token)) => {
-                        if let Ok(m) = self.inner.in_flight.lock() {
-                            if let Some(f) = m.get(&id).filter(|f| f.token == token) {
-                                f.cancel.cancel();
-                            }
+                        if let Ok(m) = self.inner.in_flight.lock()
+                            && let Some(f) = m.get(&id).filter(|f| f.token == token)
+                        {
+                            f.cancel.cancel();
                         }
                     }
                     // Missed signals: the next heartbeat reports those leases.
@@ -673,11 +716,22 @@ impl Runtime {
         if let Ok(mut h) = self.inner.http_agents.write() {
             *h = http;
         }
+        let mut limits_changed = false;
         if let Ok(mut l) = self.inner.agent_limits.write() {
+            limits_changed = *l != limits;
             *l = limits;
         }
+        let now_served: std::collections::HashSet<String> =
+            self.served_agents().into_iter().collect();
+        let mut newly_served = false;
         if let Ok(mut served) = self.inner.signals.served.write() {
-            *served = self.served_agents().into_iter().collect();
+            newly_served = !now_served.is_subset(&served);
+            *served = now_served;
+        }
+        // Wake-ups for an agent this node did not serve yet were ignored, so
+        // its ready tasks would wait for the idle recheck: claim now.
+        if newly_served || limits_changed {
+            self.inner.signals.work.notify_one();
         }
     }
 }
