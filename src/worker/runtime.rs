@@ -312,13 +312,9 @@ impl Runtime {
                 }
                 continue;
             }
-            let agents = self.quotas(free);
+            let (agents, capped) = self.quotas(free);
             if agents.is_empty() {
-                tokio::select! {
-                    _ = inner.signals.work.notified() => {}
-                    _ = tokio::time::sleep(inner.config.idle_recheck) => {}
-                    _ = shutdown.wait() => {}
-                }
+                self.wait_for_work(&mut shutdown, capped).await;
                 continue;
             }
             let want = agents.iter().map(|(_, q)| *q).sum::<usize>().min(free);
@@ -350,11 +346,7 @@ impl Runtime {
                         }
                     }
                     if short {
-                        tokio::select! {
-                            _ = inner.signals.work.notified() => {}
-                            _ = tokio::time::sleep(inner.config.idle_recheck) => {}
-                            _ = shutdown.wait() => {}
-                        }
+                        self.wait_for_work(&mut shutdown, capped).await;
                     }
                 }
                 Err(e) => {
@@ -370,8 +362,22 @@ impl Runtime {
         }
     }
 
-    /// Agents to claim from, with how many each may take now.
-    fn quotas(&self, free: usize) -> Vec<(String, usize)> {
+    /// Waits for a wake-up signal, the safety recheck or shutdown; also for a
+    /// freed slot when an agent's own limit held claims back (its finishing
+    /// attempt is then the only event that makes its ready tasks claimable).
+    async fn wait_for_work(&self, shutdown: &mut Shutdown, wake_on_freed_slot: bool) {
+        let inner = &self.inner;
+        tokio::select! {
+            _ = inner.signals.work.notified() => {}
+            _ = inner.slot_freed.notified(), if wake_on_freed_slot => {}
+            _ = tokio::time::sleep(inner.config.idle_recheck) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+
+    /// Agents to claim from, with how many each may take now; and whether
+    /// some agent's concurrency limit (not the free slots) capped its share.
+    fn quotas(&self, free: usize) -> (Vec<(String, usize)>, bool) {
         let mut per_agent: HashMap<String, usize> = HashMap::new();
         if let Ok(m) = self.inner.in_flight.lock() {
             for f in m.values() {
@@ -384,20 +390,23 @@ impl Runtime {
             .read()
             .map(|l| l.clone())
             .unwrap_or_default();
-        self.served_agents()
+        let mut capped = false;
+        let agents = self
+            .served_agents()
             .into_iter()
             .filter_map(|agent| {
                 let limit = limits
                     .get(&agent)
                     .copied()
                     .unwrap_or(self.inner.config.concurrency);
-                let quota = limit
-                    .saturating_sub(per_agent.get(&agent).copied().unwrap_or(0))
-                    .min(free);
+                let room = limit.saturating_sub(per_agent.get(&agent).copied().unwrap_or(0));
+                capped |= room < free;
+                let quota = room.min(free);
                 (quota > 0).then_some((agent, quota))
             })
             .take(100)
-            .collect()
+            .collect();
+        (agents, capped)
     }
 
     fn start_attempt(
