@@ -7,5 +7,8 @@
     unreachable_pub
 )]
 
+mod faults;
+mod http_executor;
 mod smoke;
 mod support;
+mod workers;

@@ -193,3 +193,70 @@ impl Drop for ChildNode {
         let _ = self.child.wait();
     }
 }
+
+/// One entry of the events stream: its stream id and fields.
+#[derive(Clone, Debug)]
+pub struct StreamEvent {
+    pub stream_id: String,
+    pub fields: std::collections::HashMap<String, String>,
+}
+
+impl StreamEvent {
+    pub fn kind(&self) -> &str {
+        self.fields.get("type").map(String::as_str).unwrap_or("")
+    }
+
+    pub fn task_id(&self) -> &str {
+        self.fields.get("taskId").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Every entry of the events stream, oldest first (XRANGE - +).
+pub async fn all_events(store: &Store) -> Vec<StreamEvent> {
+    use fred::interfaces::StreamsInterface;
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = store
+        .pool()
+        .xrange(store.keys().events(), "-", "+", None)
+        .await
+        .expect("XRANGE events");
+    entries
+        .into_iter()
+        .map(|(stream_id, fields)| StreamEvent { stream_id, fields })
+        .collect()
+}
+
+/// How many events of each type the stream holds for `task_id`.
+pub fn event_counts(
+    events: &[StreamEvent],
+    task_id: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for e in events.iter().filter(|e| e.task_id() == task_id) {
+        *counts.entry(e.kind().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Terminal event types (one per finished task).
+pub const TERMINAL_EVENTS: [&str; 4] = ["completed", "failed", "timeout", "cancelled"];
+
+/// Sends `signal` (e.g. "STOP", "CONT") to a process with the `kill` command.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+impl ChildNode {
+    /// The child's health document (None while it does not answer).
+    pub async fn health(&self) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/api/ai/tasks/health", self.port);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        client.get(url).send().await.ok()?.json().await.ok()
+    }
+}

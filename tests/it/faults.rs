@@ -1,0 +1,435 @@
+//! Node and Redis faults (RELIABILITY.md): a worker paused past its lease, a
+//! node killed mid-task, Redis restarted under running workers.
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskherd::clock::Clock;
+use taskherd::store::Store;
+use taskherd::task::{NewTask, Task, TaskStatus};
+use taskherd::worker::{Output, Registry, TaskContext, demo};
+
+use crate::support::*;
+
+async fn task(store: &Store, id: &str) -> Task {
+    store.get(id).await.unwrap().expect("task exists")
+}
+
+/// A number from the child's health document (`worker.<field>`).
+fn worker_stat(health: &serde_json::Value, field: &str) -> u64 {
+    health["worker"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("health has no worker.{field}: {health}"))
+}
+
+/// Every task ends COMPLETED with exactly one terminal event, and each extra
+/// run is explained by exactly one retry or hand-back.
+fn assert_completed_once(t: &Task, events: &[StreamEvent]) {
+    assert_eq!(t.status, TaskStatus::Completed, "{}", t.id);
+    let counts = event_counts(events, &t.id);
+    let terminal: usize = TERMINAL_EVENTS
+        .iter()
+        .map(|k| counts.get(*k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(terminal, 1, "{}: {counts:?}", t.id);
+    assert_eq!(counts.get("completed"), Some(&1), "{}: {counts:?}", t.id);
+    let retries = t.retry_count as usize;
+    assert_eq!(
+        counts.get("retrying").copied().unwrap_or(0),
+        retries,
+        "{}: {counts:?}",
+        t.id
+    );
+    let requeues = counts.get("requeued").copied().unwrap_or(0);
+    assert_eq!(
+        counts.get("started").copied().unwrap_or(0),
+        retries + requeues + 1,
+        "{}: {counts:?}",
+        t.id
+    );
+}
+
+#[tokio::test]
+async fn a_worker_paused_past_its_lease_cannot_complete_the_redelivered_task() {
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let id = store
+        .create(NewTask::new(demo::SLEEP, "t", json!({ "ms": 1500 })))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let child = ChildNode::spawn(
+        &redis.url(),
+        &[
+            "--lease-ms",
+            "1000",
+            "--concurrency",
+            "1",
+            "--node-id",
+            "paused",
+        ],
+    );
+    wait_until(
+        "the child runs the task",
+        Duration::from_secs(10),
+        || async {
+            let t = store.get(&id).await.unwrap()?;
+            (t.status == TaskStatus::Processing && t.worker_id.as_deref() == Some("paused"))
+                .then_some(())
+        },
+    )
+    .await;
+    let pid = child.child.id();
+    send_signal(pid, "STOP");
+
+    // Started only now, so the task could not go to it first.
+    let mut registry = Registry::new();
+    demo::register(&mut registry);
+    let rescuer = TestNode::start(
+        node_config(
+            &redis.url(),
+            Some(worker_config("rescuer", 1)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+    let done = wait_until(
+        "the re-delivered task completes",
+        Duration::from_secs(8),
+        || async {
+            let t = store.get(&id).await.unwrap()?;
+            (t.status == TaskStatus::Completed).then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(done.worker_id.as_deref(), Some("rescuer"));
+    assert_eq!(done.retry_count, 1);
+    let before_resume = all_events(&store).await.len();
+
+    // The paused worker's sleep is long over when it wakes up: it either
+    // reports a result that the lease fence refuses, or learns first (stop
+    // signal, heartbeat) that its lease is gone. Either way nothing changes.
+    send_signal(pid, "CONT");
+    let health = wait_until(
+        "the resumed worker ends its attempt",
+        Duration::from_secs(5),
+        || async {
+            let h = child.health().await?;
+            (worker_stat(&h, "inFlight") == 0).then_some(h)
+        },
+    )
+    .await;
+    assert_eq!(worker_stat(&health, "completedTotal"), 0, "{health}");
+    assert_eq!(worker_stat(&health, "failedTotal"), 0, "{health}");
+    // Usually 1 (the result was sent and refused); 0 when the stop signal won.
+    assert!(worker_stat(&health, "refusedTotal") <= 1, "{health}");
+
+    let after = task(&store, &id).await;
+    assert_eq!(after.status, TaskStatus::Completed);
+    assert_eq!(after.worker_id.as_deref(), Some("rescuer"));
+    assert_eq!(after.completed_at, done.completed_at);
+    assert_eq!(after.output_data, done.output_data);
+    let events = all_events(&store).await;
+    assert_eq!(
+        events.len(),
+        before_resume,
+        "the resumed worker changed nothing"
+    );
+    assert_completed_once(&after, &events);
+    let mut child = child;
+    assert!(child.terminate().success());
+    rescuer.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_of_a_node_killed_mid_run_are_finished_by_another_node_exactly_once() {
+    const TASKS: usize = 12;
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let items = (0..TASKS)
+        .map(|_| NewTask::new(demo::SLEEP, "t", json!({ "ms": 400 })))
+        .collect();
+    let ids: Vec<String> = store
+        .create_batch(items)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.task.id)
+        .collect();
+    let mut child = ChildNode::spawn(
+        &redis.url(),
+        &[
+            "--lease-ms",
+            "1000",
+            "--concurrency",
+            "4",
+            "--node-id",
+            "doomed",
+        ],
+    );
+    wait_until(
+        "the child runs some tasks",
+        Duration::from_secs(10),
+        || async {
+            let mut running = 0;
+            for id in &ids {
+                let t = store.get(id).await.unwrap()?;
+                if t.status == TaskStatus::Processing && t.worker_id.as_deref() == Some("doomed") {
+                    running += 1;
+                }
+            }
+            (running >= 2).then_some(())
+        },
+    )
+    .await;
+    child.kill9();
+
+    // What the dead node held: these must be retried once by the survivor.
+    let mut orphans = Vec::new();
+    for id in &ids {
+        let t = task(&store, id).await;
+        if t.status == TaskStatus::Processing {
+            assert_eq!(t.worker_id.as_deref(), Some("doomed"));
+            orphans.push(t.id);
+        }
+    }
+    assert!(!orphans.is_empty());
+
+    let mut registry = Registry::new();
+    demo::register(&mut registry);
+    let survivor = TestNode::start(
+        node_config(
+            &redis.url(),
+            Some(worker_config("survivor", 4)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+    wait_until("every task completes", Duration::from_secs(10), || async {
+        let status = store.queue_status().await.unwrap();
+        (status.completed_tasks == TASKS as u64).then_some(())
+    })
+    .await;
+
+    let events = all_events(&store).await;
+    for id in &ids {
+        let t = task(&store, id).await;
+        assert_completed_once(&t, &events);
+        if orphans.contains(id) {
+            assert_eq!(t.retry_count, 1, "{id}: the lost attempt counts once");
+            assert_eq!(t.worker_id.as_deref(), Some("survivor"));
+        } else {
+            assert_eq!(t.retry_count, 0, "{id}");
+        }
+    }
+    let status = store.queue_status().await.unwrap();
+    assert_eq!(
+        (
+            status.queued_tasks,
+            status.processing_tasks,
+            status.failed_tasks
+        ),
+        (0, 0, 0)
+    );
+    survivor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_resume_by_themselves_after_redis_restarts_and_lose_nothing() {
+    const PER_PHASE: usize = 30;
+    let mut redis = TestRedis::start();
+    let mut registry = Registry::new();
+    registry.register_fn("steady", |ctx: TaskContext| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Output {
+            output_data: Some(ctx.task.input_data.clone()),
+            ..Output::default()
+        })
+    });
+    let node = TestNode::start(
+        node_config(
+            &redis.url(),
+            Some(worker_config("steady-node", 4)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+    let store = redis.store().await;
+    let before: Vec<String> = store
+        .create_batch(
+            (0..PER_PHASE)
+                .map(|n| NewTask::new("steady", "t", json!({ "n": n })))
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.task.id)
+        .collect();
+    wait_until(
+        "some tasks complete before the restart",
+        Duration::from_secs(5),
+        || async {
+            let status = store.queue_status().await.unwrap();
+            (status.completed_tasks >= 4).then_some(())
+        },
+    )
+    .await;
+
+    let redis_after = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    redis = redis_after;
+
+    wait_until("the store reconnects", Duration::from_secs(10), || async {
+        store.ping().await.ok()
+    })
+    .await;
+    // A create whose reply was lost may have been applied: the idempotency
+    // key makes retrying it safe.
+    let mut after = Vec::new();
+    for n in 0..PER_PHASE {
+        let new = NewTask {
+            idempotency_key: Some(format!("after-{n}")),
+            ..NewTask::new("steady", "t", json!({ "n": PER_PHASE + n }))
+        };
+        let created = wait_until("a create succeeds", Duration::from_secs(5), || async {
+            store.create(new.clone()).await.ok()
+        })
+        .await;
+        after.push(created.task.id);
+    }
+
+    wait_until(
+        "every task completes after the restart",
+        Duration::from_secs(20),
+        || async {
+            let status = store.queue_status().await.unwrap();
+            (status.completed_tasks == 2 * PER_PHASE as u64).then_some(())
+        },
+    )
+    .await;
+    let events = all_events(&store).await;
+    for (n, id) in before.iter().chain(&after).enumerate() {
+        let t = task(&store, id).await;
+        assert_eq!(t.output_data, Some(json!({ "n": n })), "{id}");
+        assert_completed_once(&t, &events);
+    }
+    let status = store.queue_status().await.unwrap();
+    assert_eq!(status.total_tasks, 2 * PER_PHASE as u64);
+    assert_eq!((status.queued_tasks, status.processing_tasks), (0, 0));
+
+    // The idle node is woken by the re-established signal subscription, not
+    // by its 5 s safety recheck.
+    let late = store
+        .create(NewTask::new("steady", "t", json!({ "n": "late" })))
+        .await
+        .unwrap()
+        .task
+        .id;
+    wait_until(
+        "an idle worker is woken after the restart",
+        Duration::from_secs(2),
+        || async {
+            let t = store.get(&late).await.unwrap()?;
+            (t.status == TaskStatus::Completed).then_some(())
+        },
+    )
+    .await;
+    node.stop().await;
+    drop(redis);
+}
+
+#[tokio::test]
+async fn a_sigterm_mid_task_hands_the_tasks_back_without_spending_an_attempt() {
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let ids: Vec<String> = store
+        .create_batch(
+            (0..2)
+                .map(|_| NewTask::new(demo::SLEEP, "t", json!({ "ms": 30_000 })))
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.task.id)
+        .collect();
+    // A long lease: the tasks can only come back by being handed back.
+    let mut child = ChildNode::spawn(
+        &redis.url(),
+        &[
+            "--lease-ms",
+            "30000",
+            "--grace-ms",
+            "200",
+            "--concurrency",
+            "2",
+            "--node-id",
+            "terminated",
+        ],
+    );
+    wait_until(
+        "the child runs both tasks",
+        Duration::from_secs(10),
+        || async {
+            for id in &ids {
+                let t = store.get(id).await.unwrap()?;
+                if t.status != TaskStatus::Processing {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let terminating = std::time::Instant::now();
+    let exit = tokio::task::spawn_blocking(move || child.terminate())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(terminating.elapsed() < Duration::from_secs(5));
+
+    let events = all_events(&store).await;
+    for id in &ids {
+        let t = task(&store, id).await;
+        assert_eq!(t.status, TaskStatus::Queued, "{id}");
+        assert_eq!(t.retry_count, 0, "{id}");
+        let counts = event_counts(&events, id);
+        assert_eq!(counts.get("requeued"), Some(&1), "{counts:?}");
+    }
+
+    let mut registry = Registry::new();
+    registry.register_fn(demo::SLEEP, |_ctx: TaskContext| async move {
+        Ok(Output::default())
+    });
+    let successor = TestNode::start(
+        node_config(
+            &redis.url(),
+            Some(worker_config("successor", 2)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+    wait_until("both tasks complete", Duration::from_secs(5), || async {
+        let status = store.queue_status().await.unwrap();
+        (status.completed_tasks == 2).then_some(())
+    })
+    .await;
+    let events = all_events(&store).await;
+    for id in &ids {
+        let t = task(&store, id).await;
+        assert_eq!(t.retry_count, 0, "{id}");
+        assert_eq!(t.worker_id.as_deref(), Some("successor"));
+        assert_completed_once(&t, &events);
+    }
+    successor.stop().await;
+}
