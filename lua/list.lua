@@ -7,7 +7,8 @@
 -- ARGV: [1] lowest order score ("-inf" or integer)  [2] highest order score ("+inf" or integer)
 --       [3] cursor: only scores below it ("" for none)  [4] offset  [5] limit (1..1000)
 --       [6] filter count f (0..6), then f index names such as "status:QUEUED", "agent:a1"
--- Returns: { total matches, page of { task id, HGETALL fields... } ... }
+-- Returns: { total matches, page of { HGETALL fields... } ..., 1 when more matches
+--   follow the page (below its last score) else 0 }
 -- Errors: BAD_ARGS
 -- Events: none
 -- Uses: lib/common.lua
@@ -34,10 +35,16 @@ end
 local total = redis.call('ZCOUNT', src, lo, hi)
 local upper = hi
 if cursor ~= '' then upper = '(' .. cursor end
-local ids = redis.call('ZREVRANGEBYSCORE', src, upper, lo, 'LIMIT', offset, limit)
+-- One past the page tells whether another page follows (exact for cursors too).
+local ids = redis.call('ZREVRANGEBYSCORE', src, upper, lo, 'LIMIT', offset, limit + 1)
 if scratch then redis.call('DEL', scratch) end
+local more = 0
+if #ids > limit then
+  more = 1
+  ids[#ids] = nil
+end
 local page = {}
 for _, id in ipairs(ids) do
   page[#page + 1] = redis.call('HGETALL', K.task(id))
 end
-return { total, page }
+return { total, page, more }

@@ -251,6 +251,7 @@ impl Store {
             .int(it.next().ok_or_else(|| r.err("short reply"))?)?
             .max(0) as u64;
         let rows = r.array(it.next().ok_or_else(|| r.err("short reply"))?)?;
+        let more = r.int(it.next().ok_or_else(|| r.err("short reply"))?)? == 1;
         let mut tasks = Vec::with_capacity(rows.len());
         let mut last_seq = None;
         for row in rows {
@@ -265,11 +266,9 @@ impl Store {
             tasks.push(parse_task(pairs)?);
         }
         let total_pages = total.div_ceil(limit as u64) as u32;
-        let has_next_page = if cursor.is_empty() {
-            (page as u64) * (limit as u64) < total
-        } else {
-            tasks.len() as u32 == limit
-        };
+        // The script looks one past the page, so a cursor walk ends on its
+        // last full page instead of answering one more empty page.
+        let has_next_page = more;
         Ok(TaskPage {
             total_count: total,
             current_page: page,
