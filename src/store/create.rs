@@ -134,14 +134,11 @@ impl Store {
     async fn finish_create(&self, outcome: Outcome) -> Result<Created> {
         match outcome {
             Outcome::New(task) => Ok(Created {
-                task,
+                task: *task,
                 created: true,
             }),
             Outcome::Existing(id) => {
-                let task = self
-                    .get(&id)
-                    .await?
-                    .ok_or_else(|| Error::TaskNotFound(id))?;
+                let task = self.get(&id).await?.ok_or(Error::TaskNotFound(id))?;
                 Ok(Created {
                     task,
                     created: false,
@@ -173,7 +170,7 @@ impl Store {
             let id = r.string(row.next().ok_or_else(|| r.err("missing id"))?)?;
             let created = r.int(row.next().ok_or_else(|| r.err("missing flag"))?)? == 1;
             outcomes.push(if created {
-                Outcome::New(task_from_new(item, now))
+                Outcome::New(Box::new(task_from_new(item, now)))
             } else {
                 Outcome::Existing(id)
             });
@@ -183,7 +180,7 @@ impl Store {
 }
 
 enum Outcome {
-    New(Task),
+    New(Box<Task>),
     Existing(String),
 }
 
