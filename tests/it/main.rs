@@ -7,8 +7,14 @@
     unreachable_pub
 )]
 
+mod claimers;
 mod faults;
 mod http_executor;
+mod ordering;
+mod read_side;
+mod retries;
+mod scripts;
 mod smoke;
+mod store_support;
 mod support;
 mod workers;
