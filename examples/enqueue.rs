@@ -30,15 +30,15 @@ async fn main() -> taskherd::Result<()> {
     );
 
     for _ in 0..100 {
-        if let Some(task) = store.get(&created.task.id).await? {
-            if task.status.is_terminal() {
-                println!(
-                    "{:?}: {}",
-                    task.status,
-                    serde_json::to_string(&task.output_data).unwrap_or_default()
-                );
-                return Ok(());
-            }
+        if let Some(task) = store.get(&created.task.id).await?
+            && task.status.is_terminal()
+        {
+            println!(
+                "{:?}: {}",
+                task.status,
+                serde_json::to_string(&task.output_data).unwrap_or_default()
+            );
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

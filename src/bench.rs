@@ -179,7 +179,10 @@ async fn enqueue(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
     }))
 }
 
-fn noop_registry(on_start: Option<Arc<dyn Fn(&TaskContext) + Send + Sync>>) -> Registry {
+/// Called when the no-op handler starts an attempt.
+type OnStart = Arc<dyn Fn(&TaskContext) + Send + Sync>;
+
+fn noop_registry(on_start: Option<OnStart>) -> Registry {
     let mut registry = Registry::new();
     registry.register_fn(AGENT, move |ctx: TaskContext| {
         if let Some(f) = &on_start {
@@ -292,7 +295,7 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
     let sent_at: Arc<Vec<Mutex<Option<Instant>>>> =
         Arc::new((0..total).map(|_| Mutex::new(None)).collect());
     let start_hist = Arc::new(Mutex::new(new_hist()?));
-    let on_start: Arc<dyn Fn(&TaskContext) + Send + Sync> = {
+    let on_start: OnStart = {
         let (sent_at, hist) = (sent_at.clone(), start_hist.clone());
         Arc::new(move |ctx: &TaskContext| {
             let seq = ctx
@@ -339,10 +342,8 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
                 if let Ok(mut slot) = sent_at[s].lock() {
                     *slot = Some(Instant::now());
                 }
-                if let Ok(c) = store.create(t).await {
-                    if let Ok(mut m) = id_to_seq.lock() {
-                        m.insert(c.task.id, s);
-                    }
+                if let (Ok(c), Ok(mut m)) = (store.create(t).await, id_to_seq.lock()) {
+                    m.insert(c.task.id, s);
                 }
             }));
             seq += 1;
@@ -399,10 +400,10 @@ async fn read_completed(
         for entry in streams.into_iter().filter_map(stream_entries).flatten() {
             let (id, fields) = entry;
             last = id;
-            if fields.get("type").map(String::as_str) == Some("completed") {
-                if let Some(task) = fields.get("taskId") {
-                    pending.push((task.clone(), now));
-                }
+            if fields.get("type").map(String::as_str) == Some("completed")
+                && let Some(task) = fields.get("taskId")
+            {
+                pending.push((task.clone(), now));
             }
         }
         pending.retain(|(task, at)| {

@@ -295,33 +295,31 @@ impl NewTask {
         if let Some(key) = &self.idempotency_key {
             validate_ident("idempotencyKey", key, limits.max_id_len, &[])?;
         }
-        if let Some(n) = self.max_retries {
-            if n > limits.max_retries {
-                return Err(Error::Validation(format!(
-                    "maxRetries must be at most {}",
-                    limits.max_retries
-                )));
-            }
+        if self.max_retries.is_some_and(|n| n > limits.max_retries) {
+            return Err(Error::Validation(format!(
+                "maxRetries must be at most {}",
+                limits.max_retries
+            )));
         }
-        if let Some(ms) = self.timeout_ms {
-            if ms == 0 || ms > limits.max_timeout_ms {
-                return Err(Error::Validation(format!(
-                    "timeoutMs must be 1 to {}",
-                    limits.max_timeout_ms
-                )));
-            }
+        if self
+            .timeout_ms
+            .is_some_and(|ms| ms == 0 || ms > limits.max_timeout_ms)
+        {
+            return Err(Error::Validation(format!(
+                "timeoutMs must be 1 to {}",
+                limits.max_timeout_ms
+            )));
         }
-        if let Some(cost) = self.estimated_cost {
-            if !cost.is_finite() || cost < 0.0 {
-                return Err(Error::Validation(
-                    "estimatedCost must be a non-negative number".into(),
-                ));
-            }
+        if self
+            .estimated_cost
+            .is_some_and(|cost| !cost.is_finite() || cost < 0.0)
+        {
+            return Err(Error::Validation(
+                "estimatedCost must be a non-negative number".into(),
+            ));
         }
-        if let Some(at) = self.run_at {
-            if at < 0 {
-                return Err(Error::Validation("runAt must be a Unix time in ms".into()));
-            }
+        if self.run_at.is_some_and(|at| at < 0) {
+            return Err(Error::Validation("runAt must be a Unix time in ms".into()));
         }
         let input = serde_json::to_string(&self.input_data)
             .map_err(|e| Error::Validation(format!("inputData: {e}")))?;
