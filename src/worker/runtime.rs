@@ -633,8 +633,13 @@ impl Runtime {
                 continue;
             }
             let sent_at = Instant::now();
-            match self.inner.store.heartbeat(&leases, lease).await {
-                Ok(states) => {
+            // Bounded: a call that hangs (Redis unreachable, commands queued
+            // until the client's 10 s timeout) must not hold back the local
+            // expiry check below, or an attempt would outlive its lease.
+            let renewal =
+                tokio::time::timeout(every, self.inner.store.heartbeat(&leases, lease)).await;
+            match renewal {
+                Ok(Ok(states)) => {
                     if let Ok(mut m) = self.inner.in_flight.lock() {
                         for ((id, token), state) in leases.iter().zip(states) {
                             let Some(f) = m.get_mut(id).filter(|f| &f.token == token) else {
@@ -649,12 +654,19 @@ impl Runtime {
                         }
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     self.inner
                         .counters
                         .redis_errors
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "heartbeat failed");
+                }
+                Err(_) => {
+                    self.inner
+                        .counters
+                        .redis_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(timeout = ?every, "heartbeat got no answer in time");
                 }
             }
             // A lease that could not be renewed in time is presumed lost.
