@@ -433,3 +433,170 @@ async fn a_sigterm_mid_task_hands_the_tasks_back_without_spending_an_attempt() {
     }
     successor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_recover_by_themselves_when_redis_is_away_longer_than_a_lease() {
+    const TASKS: usize = 16;
+    let mut redis = TestRedis::start();
+    let mut registry = Registry::new();
+    demo::register(&mut registry);
+    let node = TestNode::start(
+        node_config(
+            &redis.url(),
+            Some(worker_config("patient", 4)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+    let store = redis.store().await;
+    let ids: Vec<String> = store
+        .create_batch(
+            (0..TASKS)
+                .map(|_| NewTask::new(demo::SLEEP, "t", json!({ "ms": 300 })))
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.task.id)
+        .collect();
+    wait_until("tasks are running", Duration::from_secs(5), || async {
+        let status = store.queue_status().await.unwrap();
+        (status.processing_tasks > 0).then_some(())
+    })
+    .await;
+
+    // Clean stop (nothing acknowledged is lost), away for longer than the
+    // 1.5 s lease, then back on the same port and data.
+    let port = redis.redis.port();
+    let dir = redis.data_dir();
+    redis = tokio::task::spawn_blocking(move || {
+        redis.redis.stop();
+        std::thread::sleep(Duration::from_millis(2_500));
+        redis.redis = taskherd::local_redis::LocalRedis::start_on(&dir, port).unwrap();
+        redis
+    })
+    .await
+    .unwrap();
+
+    wait_until(
+        "every task completes after Redis is back",
+        Duration::from_secs(20),
+        || async {
+            let status = store.queue_status().await.ok()?;
+            (status.completed_tasks == TASKS as u64).then_some(())
+        },
+    )
+    .await;
+    let events = all_events(&store).await;
+    for id in &ids {
+        assert_completed_once(&task(&store, id).await, &events);
+    }
+    node.stop().await;
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_redis_stops_its_handler_within_about_a_lease() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let redis = TestRedis::start();
+    let proxy = PausableProxy::start(redis.redis.port()).await;
+    let stopped_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let mut registry = Registry::new();
+    let (stopped, notify) = (stopped_at.clone(), started.clone());
+    registry.register_fn("careful", move |ctx: TaskContext| {
+        let (stopped, notify) = (stopped.clone(), notify.clone());
+        async move {
+            // The runtime drops the handler when it gives the attempt up.
+            struct Stopped(Arc<Mutex<Option<Instant>>>);
+            impl Drop for Stopped {
+                fn drop(&mut self) {
+                    *self.0.lock().unwrap() = Some(Instant::now());
+                }
+            }
+            let _stopped = Stopped(stopped);
+            notify.notify_one();
+            ctx.cancel.cancelled().await;
+            Err(taskherd::worker::HandlerError::retryable("stopped"))
+        }
+    });
+    let cut_off = TestNode::start(
+        node_config(
+            &proxy.url(),
+            Some(worker_config("cut-off", 1)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+    let store = redis.store().await;
+    let id = store
+        .create(NewTask::new("careful", "t", json!({})))
+        .await
+        .unwrap()
+        .task
+        .id;
+    tokio::time::timeout(Duration::from_secs(5), started.notified())
+        .await
+        .expect("the handler starts");
+
+    proxy.pause();
+    let paused_at = Instant::now();
+    let mut registry = Registry::new();
+    registry.register_fn("careful", |_ctx: TaskContext| async move {
+        Ok(Output::default())
+    });
+    let connected = TestNode::start(
+        node_config(
+            &redis.url(),
+            Some(worker_config("connected", 1)),
+            Clock::redis(),
+        ),
+        registry,
+    )
+    .await;
+
+    // The lease is 1.5 s, renewed every 0.5 s: without renewals the worker
+    // must give the attempt up about when the reaper re-delivers it.
+    let stopped = wait_until(
+        "the cut-off worker stops its handler",
+        Duration::from_secs(4),
+        || async { *stopped_at.lock().unwrap() },
+    )
+    .await;
+    let after = stopped - paused_at;
+    assert!(
+        after < Duration::from_millis(3_000),
+        "stopped after {after:?}"
+    );
+    let done = wait_until(
+        "the task is re-delivered",
+        Duration::from_secs(5),
+        || async {
+            let t = store.get(&id).await.unwrap()?;
+            (t.status == TaskStatus::Completed).then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(done.worker_id.as_deref(), Some("connected"));
+    assert_eq!(done.retry_count, 1);
+
+    proxy.resume();
+    let runtime = cut_off.runtime.clone().unwrap();
+    wait_until(
+        "the cut-off worker settles",
+        Duration::from_secs(5),
+        || async { (runtime.stats().in_flight == 0).then_some(()) },
+    )
+    .await;
+    let stats = runtime.stats();
+    assert_eq!(stats.completed_total, 0, "{stats:?}");
+    let events = all_events(&store).await;
+    assert_completed_once(&task(&store, &id).await, &events);
+    cut_off.stop().await;
+    connected.stop().await;
+}
