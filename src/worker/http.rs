@@ -50,6 +50,30 @@ pub fn status_is_retryable(status: u16) -> bool {
     !(400..500).contains(&status) || status == 408 || status == 429
 }
 
+/// Reads a reply body, refusing it as soon as it passes [`MAX_REPLY_BYTES`]
+/// (announced or streamed), so an endless or huge reply costs at most the cap.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HandlerError> {
+    let too_large = || HandlerError::permanent("agent reply is too large");
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| HandlerError::retryable("agent reply could not be read"))?
+    {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl Handler for HttpExecutor {
     fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Output, HandlerError>> {
         let this = self.clone();
@@ -76,10 +100,6 @@ impl Handler for HttpExecutor {
                     HandlerError::retryable(format!("agent endpoint {what}"))
                 })?;
             let status = response.status().as_u16();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|_| HandlerError::retryable("agent reply could not be read"))?;
             if !(200..300).contains(&status) {
                 let message = format!("agent endpoint answered HTTP {status}");
                 return Err(HandlerError {
@@ -87,9 +107,7 @@ impl Handler for HttpExecutor {
                     retryable: status_is_retryable(status),
                 });
             }
-            if bytes.len() > MAX_REPLY_BYTES {
-                return Err(HandlerError::permanent("agent reply is too large"));
-            }
+            let bytes = read_capped(response).await?;
             if bytes.is_empty() {
                 return Ok(Output::default());
             }
