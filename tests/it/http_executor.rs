@@ -69,6 +69,19 @@ async fn too_slow(Json(body): Json<Value>, Data(seen): Data<&Arc<Received>>) -> 
     Json(json!({ "outputData": "too late" }))
 }
 
+/// 3 MB of reply (past the executor's 2 MB cap), then a body that never ends.
+#[handler]
+async fn endless(Json(body): Json<Value>, Data(seen): Data<&Arc<Received>>) -> poem::Response {
+    use futures::StreamExt;
+    seen.record("huge", body);
+    let chunks =
+        futures::stream::iter((0..48).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024])))
+            .chain(futures::stream::pending());
+    poem::Response::builder()
+        .content_type("application/json")
+        .body(poem::Body::from_bytes_stream(chunks))
+}
+
 /// Starts the fake agent on 127.0.0.1:0; returns its base URL.
 async fn start_agent_server() -> (String, Arc<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,6 +93,7 @@ async fn start_agent_server() -> (String, Arc<Received>) {
         .at("/bad", post(bad_request))
         .at("/boom", post(server_error))
         .at("/slow", post(too_slow))
+        .at("/huge", post(endless))
         .data(seen.clone());
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
     (format!("http://{addr}"), seen)
@@ -237,5 +251,35 @@ async fn an_endpoint_slower_than_timeout_ms_is_a_timed_out_attempt() {
         (runtime.stats().in_flight == 0).then_some(())
     })
     .await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_reply_fails_the_task_as_soon_as_it_passes_the_cap() {
+    let (_redis, node, seen) = setup("verbose", "huge").await;
+    let id = node
+        .store
+        .create(NewTask {
+            max_retries: Some(2),
+            timeout_ms: Some(10_000),
+            ..NewTask::new("verbose", "t", json!({}))
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    // Not read to its (never coming) end: refused once past 2 MB, for good.
+    let t = wait_terminal(&node.store, &id, Duration::from_secs(3)).await;
+    assert_eq!(t.status, TaskStatus::Failed, "{t:?}");
+    assert_eq!(t.retry_count, 0);
+    assert!(
+        t.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("too large"),
+        "{t:?}"
+    );
+    assert_eq!(t.output_data, None);
+    assert_eq!(seen.bodies("huge").len(), 1);
     node.stop().await;
 }
