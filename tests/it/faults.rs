@@ -197,17 +197,19 @@ async fn tasks_of_a_node_killed_mid_run_are_finished_by_another_node_exactly_onc
     }
     assert!(!orphans.is_empty());
 
-    let mut registry = Registry::new();
-    demo::register(&mut registry);
-    let survivor = TestNode::start(
-        node_config(
-            &redis.url(),
-            Some(worker_config("survivor", 4)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    // Two survivors: both reapers see the expired leases; each is reaped once.
+    let mut survivors = Vec::new();
+    for name in ["survivor-1", "survivor-2"] {
+        let mut registry = Registry::new();
+        demo::register(&mut registry);
+        survivors.push(
+            TestNode::start(
+                node_config(&redis.url(), Some(worker_config(name, 2)), Clock::redis()),
+                registry,
+            )
+            .await,
+        );
+    }
     wait_until("every task completes", Duration::from_secs(10), || async {
         let status = store.queue_status().await.unwrap();
         (status.completed_tasks == TASKS as u64).then_some(())
@@ -220,7 +222,7 @@ async fn tasks_of_a_node_killed_mid_run_are_finished_by_another_node_exactly_onc
         assert_completed_once(&t, &events);
         if orphans.contains(id) {
             assert_eq!(t.retry_count, 1, "{id}: the lost attempt counts once");
-            assert_eq!(t.worker_id.as_deref(), Some("survivor"));
+            assert!(t.worker_id.as_deref().unwrap_or("").starts_with("survivor"));
         } else {
             assert_eq!(t.retry_count, 0, "{id}");
         }
@@ -234,7 +236,9 @@ async fn tasks_of_a_node_killed_mid_run_are_finished_by_another_node_exactly_onc
         ),
         (0, 0, 0)
     );
-    survivor.stop().await;
+    for survivor in survivors {
+        survivor.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
