@@ -67,18 +67,46 @@ impl Signals {
     }
 }
 
-/// Subscribes to `channel` and dispatches messages until shutdown.
+/// Subscribes to `channel` and dispatches messages until shutdown. A
+/// subscription that cannot be set up (Redis away at start-up) is retried with
+/// backoff; meanwhile workers rely on their safety recheck.
 pub async fn listen(
     redis_url: String,
     channel: String,
     signals: Signals,
     mut shutdown: Shutdown,
 ) -> Result<()> {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match subscribe_and_dispatch(&redis_url, &channel, &signals, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, "signal subscription failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+async fn subscribe_and_dispatch(
+    redis_url: &str,
+    channel: &str,
+    signals: &Signals,
+    shutdown: &mut Shutdown,
+) -> Result<()> {
     let subscriber: SubscriberClient =
-        crate::store::redis_builder(&redis_url)?.build_subscriber_client()?;
-    subscriber.init().await?;
+        crate::store::redis_builder(redis_url)?.build_subscriber_client()?;
+    let set_up = async {
+        subscriber.init().await?;
+        subscriber.subscribe(channel.to_string()).await
+    };
+    if let Err(e) = set_up.await {
+        let _ = subscriber.quit().await;
+        return Err(e.into());
+    }
     let manager = subscriber.manage_subscriptions();
-    subscriber.subscribe(channel).await?;
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     signals.wake_all();
