@@ -327,7 +327,7 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
         async move { read_completed(store, id_to_seq, sent_at, hist, seen, total).await }
     });
 
-    let interval_ms = 10u64;
+    let interval_ms = 1u64;
     let per_tick = (args.rate * interval_ms / 1000).max(1) as usize;
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
     let mut seq = 0usize;

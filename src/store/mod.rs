@@ -102,6 +102,11 @@ pub fn redis_builder(redis_url: &str) -> Result<Builder> {
     builder
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
         .with_connection_config(|c| {
+            // Small request/reply exchanges: Nagle's algorithm only adds latency.
+            c.tcp = fred::types::config::TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
             // A script whose reply was lost is not sent again by the client:
