@@ -103,6 +103,53 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Refuses settings that cannot work, with a message naming the flag.
+    pub fn validate(&self) -> crate::Result<()> {
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(crate::Error::Config(what.to_string()))
+            }
+        };
+        check(
+            (1..=10_000).contains(&self.concurrency),
+            "--concurrency must be 1 to 10000",
+        )?;
+        check(
+            (100..=86_400_000).contains(&self.lease_ms),
+            "--lease-ms must be 100 to 86400000",
+        )?;
+        check(
+            self.grace_ms <= 86_400_000,
+            "--grace-ms must be at most 86400000",
+        )?;
+        check(
+            (1..=3650).contains(&self.retention_days),
+            "--retention-days must be 1 to 3650",
+        )?;
+        check(
+            (1..=3_600_000).contains(&self.backoff_base_ms),
+            "--backoff-base-ms must be 1 to 3600000",
+        )?;
+        check(
+            self.backoff_cap_ms >= self.backoff_base_ms && self.backoff_cap_ms <= 86_400_000,
+            "--backoff-cap-ms must be at least --backoff-base-ms and at most 86400000",
+        )?;
+        check(
+            (1..=86_400).contains(&self.cleanup_interval_s),
+            "--cleanup-interval-s must be 1 to 86400",
+        )?;
+        check(
+            (1..=64).contains(&self.redis_pool),
+            "--redis-pool must be 1 to 64",
+        )?;
+        check(
+            (1024..=64 * 1024 * 1024).contains(&self.max_data_bytes),
+            "--max-data-bytes must be 1024 to 67108864",
+        )
+    }
+
     /// Store settings.
     pub fn store_config(&self) -> StoreConfig {
         let retention = Duration::from_secs(self.retention_days * 24 * 3600);

@@ -18,6 +18,47 @@ pub struct LocalRedis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Exclusive lock on the data folder: one live node per folder. The OS
+    /// releases it when the node dies, however it dies.
+    lock: Option<std::fs::File>,
+}
+
+const LOCK_FILE: &str = "taskherd.lock";
+const PORT_FILE: &str = "taskherd-redis.port";
+
+/// Takes the folder's lock and stops a redis-server that a killed node left
+/// running on it (its port is in the port file), so two servers never share
+/// one AOF.
+fn claim_dir(dir: &Path) -> Result<std::fs::File> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Config(format!(
+            "{} is in use by another taskherd node",
+            dir.display()
+        )));
+    }
+    if let Some(port) = std::fs::read_to_string(dir.join(PORT_FILE))
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        && serves_dir(port, dir)
+    {
+        tracing::warn!(
+            port,
+            "stopping a redis-server left running by a previous node"
+        );
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.write_all(b"SHUTDOWN\r\n");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ping(port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(lock)
 }
 
 /// The install hint shown when redis-server is missing.
@@ -56,6 +97,24 @@ fn ping(port: u16) -> bool {
     matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
+/// Whether the Redis on `port` keeps its data in `dir` (it is ours).
+fn serves_dir(port: u16, dir: &Path) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"CONFIG GET dir\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    let Ok(n) = stream.read(&mut buf) else {
+        return false;
+    };
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    reply.lines().any(|line| Path::new(line.trim()) == dir)
+}
+
 impl LocalRedis {
     /// Starts redis-server on a free port with its data in `dir`.
     pub fn start(dir: &Path) -> Result<Self> {
@@ -75,7 +134,12 @@ impl LocalRedis {
         let binary = find_redis_server()?;
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let mut child = Command::new(binary)
+        let lock = claim_dir(&dir)?;
+        let mut command = Command::new(binary);
+        // Its own process group: a terminal's Ctrl-C reaches the node, which
+        // drains and then stops Redis, instead of killing Redis mid-drain.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .args([
                 "--port",
                 &port.to_string(),
@@ -107,10 +171,12 @@ impl LocalRedis {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if ping(port) {
+                std::fs::write(dir.join(PORT_FILE), port.to_string())?;
                 return Ok(Self {
                     child: Some(child),
                     port,
                     dir,
+                    lock: Some(lock),
                 });
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -151,15 +217,16 @@ impl LocalRedis {
         }
         if let Some(mut child) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
+            while !matches!(child.try_wait(), Ok(Some(_))) {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
+        self.lock = None;
     }
 
     /// Hard stop: SIGKILL, like a crash.
@@ -168,6 +235,7 @@ impl LocalRedis {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.lock = None;
     }
 }
 

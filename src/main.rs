@@ -37,6 +37,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> taskherd::Result<()> {
+    args.validate()?;
     // A node-managed Redis when none is configured; stopped cleanly at exit.
     let mut local = None;
     let redis_url = match &args.redis_url {

@@ -186,8 +186,13 @@ struct Inner {
     agent_limits: RwLock<HashMap<String, usize>>,
     hand_back: CancellationToken,
     running: AtomicBool,
+    /// Where the next claim's window of at most 100 agents starts.
+    agent_window: std::sync::atomic::AtomicUsize,
     counters: Counters,
 }
+
+/// Most agents one claim call names (the claim script's bound).
+const MAX_AGENTS_PER_CLAIM: usize = 100;
 
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -213,6 +218,7 @@ impl Runtime {
                 agent_limits: RwLock::new(HashMap::new()),
                 hand_back: CancellationToken::new(),
                 running: AtomicBool::new(false),
+                agent_window: std::sync::atomic::AtomicUsize::new(0),
                 counters: Counters::default(),
             }),
         }
@@ -294,7 +300,14 @@ impl Runtime {
             }
         }
         // Attempts hold the finisher's senders; once they are gone it drains and ends.
-        let _ = finisher.await;
+        // Attempts whose handler never yields (blocking code) would hold the
+        // finisher forever: stop waiting after a bound; their leases expire.
+        if tokio::time::timeout(Duration::from_secs(15), finisher)
+            .await
+            .is_err()
+        {
+            tracing::error!("attempts did not stop after hand-back; leaving them to lease expiry");
+        }
         background.cancel();
         let _ = tokio::join!(heartbeater, stopper, refresher);
         Ok(())
@@ -324,6 +337,7 @@ impl Runtime {
                 max_tasks: want,
                 agents,
             };
+            let claim_sent_at = Instant::now();
             match inner.store.claim(&request).await {
                 Ok(tasks) => {
                     error_backoff = Duration::from_millis(50);
@@ -338,7 +352,9 @@ impl Runtime {
                     let short = tasks.len() < want;
                     for task in tasks {
                         match inner.slots.clone().try_acquire_owned() {
-                            Ok(permit) => self.start_attempt(task, permit, finish_tx.clone()),
+                            Ok(permit) => {
+                                self.start_attempt(task, permit, finish_tx.clone(), claim_sent_at)
+                            }
                             // Cannot happen (claims never exceed free slots); hand it back.
                             Err(_) => {
                                 let _ = inner.store.requeue(&[(task.id, task.token)]).await;
@@ -391,8 +407,18 @@ impl Runtime {
             .map(|l| l.clone())
             .unwrap_or_default();
         let mut capped = false;
-        let agents = self
-            .served_agents()
+        // One claim names at most 100 agents; with more, the window rotates
+        // from claim to claim so that every agent is served.
+        let mut served = self.served_agents();
+        if served.len() > MAX_AGENTS_PER_CLAIM {
+            let start = self
+                .inner
+                .agent_window
+                .fetch_add(MAX_AGENTS_PER_CLAIM, Ordering::Relaxed);
+            let n = served.len();
+            served.rotate_left(start % n);
+        }
+        let agents = served
             .into_iter()
             .filter_map(|agent| {
                 let limit = limits
@@ -404,7 +430,7 @@ impl Runtime {
                 let quota = room.min(free);
                 (quota > 0).then_some((agent, quota))
             })
-            .take(100)
+            .take(MAX_AGENTS_PER_CLAIM)
             .collect();
         (agents, capped)
     }
@@ -414,9 +440,12 @@ impl Runtime {
         task: ClaimedTask,
         permit: OwnedSemaphorePermit,
         finish_tx: mpsc::Sender<FinishJob>,
+        claim_sent_at: Instant,
     ) {
         let cancel = CancellationToken::new();
-        let lease_valid_until = Instant::now() + self.inner.config.lease;
+        // Measured from before the claim was sent: the local view of the lease
+        // ends no later than Redis' own.
+        let lease_valid_until = claim_sent_at + self.inner.config.lease;
         if let Ok(mut m) = self.inner.in_flight.lock() {
             m.insert(
                 task.id.clone(),
@@ -548,26 +577,42 @@ impl Runtime {
             !fails.is_empty(),
             !requeues.is_empty(),
         );
+        let mut fails: Vec<Failure> = fails.to_vec();
         while pending.0 || pending.1 || pending.2 {
             if pending.0 {
                 match store.complete(completes).await {
                     Ok(results) => {
                         pending.0 = false;
-                        for r in results {
+                        for (r, done) in results.into_iter().zip(completes) {
                             match r {
-                                Ok(()) => c.completed.fetch_add(1, Ordering::Relaxed),
+                                Ok(()) => {
+                                    c.completed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                // A result the queue cannot store (too large, not a
+                                // finite number) fails the task for good, with the reason.
+                                Err(crate::Error::Validation(why)) => {
+                                    tracing::warn!(task_id = %done.id, reason = %why, "result refused; failing the task");
+                                    fails.push(Failure {
+                                        id: done.id.clone(),
+                                        token: done.token.clone(),
+                                        error_message: format!("result refused: {why}"),
+                                        retryable: false,
+                                        timed_out: false,
+                                    });
+                                    pending.1 = true;
+                                }
                                 Err(e) => {
                                     tracing::info!(error = %e, "completion refused");
-                                    c.refused.fetch_add(1, Ordering::Relaxed)
+                                    c.refused.fetch_add(1, Ordering::Relaxed);
                                 }
-                            };
+                            }
                         }
                     }
-                    Err(e) => self.note_redis_error(&e),
+                    Err(e) => pending.0 = self.keep_trying(&e),
                 }
             }
             if pending.1 {
-                match store.fail(fails).await {
+                match store.fail(&fails).await {
                     Ok(results) => {
                         pending.1 = false;
                         for r in results {
@@ -580,7 +625,7 @@ impl Runtime {
                             };
                         }
                     }
-                    Err(e) => self.note_redis_error(&e),
+                    Err(e) => pending.1 = self.keep_trying(&e),
                 }
             }
             if pending.2 {
@@ -590,7 +635,7 @@ impl Runtime {
                         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
                         c.requeued.fetch_add(ok, Ordering::Relaxed);
                     }
-                    Err(e) => self.note_redis_error(&e),
+                    Err(e) => pending.2 = self.keep_trying(&e),
                 }
             }
             if (pending.0 || pending.1 || pending.2) && Instant::now() < give_up {
@@ -602,6 +647,17 @@ impl Runtime {
                 );
                 return;
             }
+        }
+    }
+
+    /// Whether a failed write is worth retrying (Redis away), logged once here.
+    fn keep_trying(&self, e: &crate::Error) -> bool {
+        if e.is_transient() {
+            self.note_redis_error(e);
+            true
+        } else {
+            tracing::error!(error = %e, "writing results failed and cannot succeed; leases will expire");
+            false
         }
     }
 

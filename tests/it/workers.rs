@@ -642,3 +642,75 @@ async fn an_agent_concurrency_limit_caps_its_attempts_on_a_node() {
     assert_eq!(most.load(Ordering::SeqCst), 1);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_result_too_large_to_store_fails_the_task_at_once_with_the_reason() {
+    let redis = TestRedis::start();
+    let mut registry = Registry::new();
+    registry.register_fn("big", |_ctx: TaskContext| async move {
+        // Just over the 1 MiB outputData limit.
+        let text = "x".repeat(taskherd::task::DEFAULT_MAX_DATA_BYTES + 1);
+        Ok(Output {
+            output_data: Some(json!(text)),
+            ..Output::default()
+        })
+    });
+    let node = start_node(&redis, worker_config("n1", 2), registry).await;
+    let created = node
+        .store
+        .create(NewTask::new("big", "t", json!({})))
+        .await
+        .unwrap();
+    let failed = wait_for_status(
+        &node.store,
+        &created.task.id,
+        TaskStatus::Failed,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        failed.retry_count, 0,
+        "a result that cannot be stored is not retried"
+    );
+    assert!(
+        failed
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("result refused: outputData")),
+        "{:?}",
+        failed.error_message
+    );
+    assert_eq!(failed.output_data, None);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_serving_more_than_a_hundred_agents_serves_every_one_of_them() {
+    let redis = TestRedis::start();
+    let mut registry = Registry::new();
+    let agents: Vec<String> = (0..150).map(|i| format!("agent-{i:03}")).collect();
+    for agent in &agents {
+        register_quick(&mut registry, agent);
+    }
+    let node = start_node(&redis, worker_config("n1", 4), registry).await;
+    // The last agents in sorted order fall outside the first window of 100.
+    let mut ids = Vec::new();
+    for agent in agents.iter().rev().take(5) {
+        let created = node
+            .store
+            .create(NewTask::new(agent.as_str(), "t", json!({})))
+            .await
+            .unwrap();
+        ids.push(created.task.id);
+    }
+    for id in &ids {
+        wait_for_status(
+            &node.store,
+            id,
+            TaskStatus::Completed,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    node.stop().await;
+}
