@@ -20,7 +20,8 @@ pub struct AppState {
     pub runtime: Option<Runtime>,
     /// This node's id.
     pub node_id: String,
-    /// Set when shutdown began (readiness turns false).
+    /// Set when shutdown began (health then reports `draining` and status
+    /// `degraded`; separate liveness/readiness probes come with operations).
     pub draining: AtomicBool,
     /// Redis' eviction policy as read at start-up.
     pub maxmemory_policy: String,
