@@ -4,8 +4,9 @@
 --   stats:<day> HASH, events STREAM
 -- ARGV: [1] now ms override or ""
 --       [2] count n (1..1000), then n items of 8 fields: task id, lease token,
---       outputData (JSON or ""), actualCost (""), qualityScore (""),
---       metrics (JSON or ""), tokensIn ("" or integer), tokensOut ("" or integer)
+--       outputData (JSON or ""), actualCost ("" or |x| <= 1e15), qualityScore ("" or
+--       |x| <= 1e15), metrics (JSON or ""), tokensIn ("" or integer 0..2^53-1),
+--       tokensOut ("" or integer 0..2^53-1)
 -- Returns: array of n codes in order: "ok"; "ok" again for a repeat with the
 --   same token of an already completed task (safe retry); or a refusal that
 --   changed nothing: "TASK_NOT_FOUND", "LEASE_MISMATCH" (another attempt holds
@@ -19,15 +20,27 @@ local n = to_int(ARGV[2], 'count')
 if n < 1 or n > 1000 or #ARGV ~= 2 + n * FIELDS then
   return fail_with('BAD_ARGS', 'expected ' .. n .. ' items of ' .. FIELDS .. ' fields')
 end
+-- Bounds that keep the statistics' HINCRBY / HINCRBYFLOAT from failing in
+-- W.flush after the task records are written (mirrored in src/store/complete.rs):
+-- 1,000 token counts below 2^53 sum below 2^63; costs and qualities stay finite.
+local MAX_TOKENS = 2 ^ 53
+local MAX_ABS_NUMBER = 1e15
 for i = 0, n - 1 do
   local b = 2 + i * FIELDS
   for j = 4, 5 do
-    if ARGV[b + j] ~= '' and tonumber(ARGV[b + j]) == nil then
-      return fail_with('BAD_ARGS', 'actualCost and qualityScore must be numbers')
+    local x = tonumber(ARGV[b + j])
+    -- "not (<=)" also refuses NaN.
+    if ARGV[b + j] ~= '' and (x == nil or not (math.abs(x) <= MAX_ABS_NUMBER)) then
+      return fail_with('BAD_ARGS', 'actualCost and qualityScore must be finite numbers within +-1e15')
     end
   end
   for j = 7, 8 do
-    if ARGV[b + j] ~= '' then to_int(ARGV[b + j], 'tokens') end
+    if ARGV[b + j] ~= '' then
+      local tokens = to_int(ARGV[b + j], 'tokens')
+      if not (tokens >= 0 and tokens < MAX_TOKENS) then
+        return fail_with('BAD_ARGS', 'token counts must be 0 to 2^53 - 1')
+      end
+    end
   end
 end
 

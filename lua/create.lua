@@ -3,11 +3,11 @@
 --   writes task:<id> HASH, ready:<agent>:<rank> ZSET or delayed ZSET, idx:* ZSETs,
 --   counts HASH, agents SET, stats:<day> HASH, idem:<owner>:<key> STRING, events STREAM
 -- ARGV: [1] now ms override or "" (Redis TIME)
---       [2] idempotency key TTL (ms)
+--       [2] idempotency key TTL (ms, 1..2^53-1)
 --       [3] item count n (1..1000)
 --       then n items of 11 fields: id, agentId, taskType, priority (URGENT|HIGH|NORMAL|LOW),
 --       inputData (JSON text), maxRetries, timeoutMs, estimatedCost ("" none),
---       runAt ms ("" none), idempotencyKey ("" none), ownerId ("" none)
+--       runAt ms ("" none, else 0..253402300799999), idempotencyKey ("" none), ownerId ("" none)
 -- Returns: flat array: now (ms), then per item: task id, 1 when created or 0 when the
 --   idempotency key already named a live task (that task's id is returned).
 -- Errors: BAD_ARGS (nothing written)
@@ -20,6 +20,12 @@ local n = to_int(ARGV[3], 'item count')
 if n < 1 or n > 1000 or #ARGV ~= 3 + n * FIELDS then
   return fail_with('BAD_ARGS', 'expected ' .. n .. ' items of ' .. FIELDS .. ' fields')
 end
+-- SET ... PX refuses 0 (and values past Redis' range) after the task is written.
+if idem_ttl_ms < 1 or idem_ttl_ms >= 2 ^ 53 then
+  return fail_with('BAD_ARGS', 'idempotency ttl must be 1 ms to 2^53 ms')
+end
+-- 9999-12-31T23:59:59.999Z, as src/task.rs MAX_RUN_AT_MS: stays exact below 2^53.
+local MAX_RUN_AT_MS = 253402300799999
 
 -- 1. read and validate
 local items = {}
@@ -34,7 +40,12 @@ for i = 0, n - 1 do
   if PRIORITY_RANK[it.priority] == nil then
     return fail_with('BAD_ARGS', 'unknown priority ' .. it.priority)
   end
-  if it.run_at ~= '' then it.run_at = to_int(it.run_at, 'runAt') end
+  if it.run_at ~= '' then
+    it.run_at = to_int(it.run_at, 'runAt')
+    if it.run_at < 0 or it.run_at > MAX_RUN_AT_MS then
+      return fail_with('BAD_ARGS', 'runAt must be 0 to ' .. MAX_RUN_AT_MS)
+    end
+  end
   if it.est_cost ~= '' and tonumber(it.est_cost) == nil then
     return fail_with('BAD_ARGS', 'estimatedCost is not a number')
   end

@@ -198,6 +198,9 @@ pub const DEFAULT_MAX_ID_LEN: usize = 128;
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Default timeoutMs when a task names none: one hour, as in the seeds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_600_000;
+/// Latest runAt: 9999-12-31T23:59:59.999Z. Times past 2^53 ms would lose
+/// precision in Lua's doubles; `lua/create.lua` checks the same bound.
+pub const MAX_RUN_AT_MS: i64 = 253_402_300_799_999;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -235,7 +238,7 @@ pub struct NewTask {
     /// Caller's estimate.
     #[serde(default)]
     pub estimated_cost: Option<f64>,
-    /// Earliest start (Unix ms).
+    /// Earliest start (Unix ms, at most [`MAX_RUN_AT_MS`]).
     #[serde(default)]
     pub run_at: Option<i64>,
     /// Same key (per owner) -> same task.
@@ -318,8 +321,13 @@ impl NewTask {
                 "estimatedCost must be a non-negative number".into(),
             ));
         }
-        if self.run_at.is_some_and(|at| at < 0) {
-            return Err(Error::Validation("runAt must be a Unix time in ms".into()));
+        if self
+            .run_at
+            .is_some_and(|at| !(0..=MAX_RUN_AT_MS).contains(&at))
+        {
+            return Err(Error::Validation(format!(
+                "runAt must be a Unix time in ms from 0 to {MAX_RUN_AT_MS} (year 9999)"
+            )));
         }
         let input = serde_json::to_string(&self.input_data)
             .map_err(|e| Error::Validation(format!("inputData: {e}")))?;

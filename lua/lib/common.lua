@@ -30,6 +30,12 @@ local PRIORITY_RANK = { URGENT = 0, HIGH = 1, NORMAL = 2, LOW = 3 }
 local PRIORITY_BY_RANK = { [0] = 'URGENT', [1] = 'HIGH', [2] = 'NORMAL', [3] = 'LOW' }
 local EVENTS_MAXLEN = '100000'
 local DAY_MS = 86400000
+-- Longest statistics query range (days): keep equal to MAX_DAYS in
+-- src/store/stats.rs (a unit test there checks this line). A stats:<day> hash
+-- expires (STATS_MAX_DAYS + 35) days after its first write, so every day a
+-- query can reach is kept and old days go away on their own.
+local STATS_MAX_DAYS = 366
+local STATS_TTL_MS = (STATS_MAX_DAYS + 35) * DAY_MS
 -- Upper bounds (ms) of the attempt-duration histogram kept in the statistics.
 local DURATION_BUCKETS_MS = { 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
   120000, 300000, 600000, 1800000, 3600000 }
@@ -69,7 +75,7 @@ end
 -- Grouped writes: scripts queue their index updates here and flush once, so a
 -- batch of N tasks costs one variadic command per key instead of N.
 local pending = { zadd = {}, zadd_order = {}, zrem = {}, zrem_order = {}, hincr = {},
-  hincr_order = {}, hfloat = {}, pub = {}, pub_order = {} }
+  hincr_order = {}, hfloat = {}, expire = {}, expire_order = {}, pub = {}, pub_order = {} }
 local W = {}
 function W.zadd(key, score, member)
   local l = pending.zadd[key]
@@ -91,6 +97,13 @@ function W.hfloat(key, field, x)
   if h == nil then h = {}; pending.hfloat[key] = h end
   h[field] = (h[field] or 0) + x
 end
+-- Gives key a TTL of ms after the flush unless it already has one; queued once
+-- per key per script call, however many fields are written to it.
+function W.expire_unless_set(key, ms)
+  if pending.expire[key] == nil then
+    pending.expire[key] = ms; pending.expire_order[#pending.expire_order + 1] = key
+  end
+end
 function W.publish(msg)
   if pending.pub[msg] == nil then pending.pub[msg] = true; pending.pub_order[#pending.pub_order + 1] = msg end
 end
@@ -107,6 +120,10 @@ function W.flush()
   for key, h in pairs(pending.hfloat) do
     for field, x in pairs(h) do redis.call('HINCRBYFLOAT', key, field, string.format('%.17g', x)) end
   end
+  -- PTTL -1: the key exists without a TTL (-2: nothing was written to it).
+  for _, key in ipairs(pending.expire_order) do
+    if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, int_str(pending.expire[key])) end
+  end
   for _, msg in ipairs(pending.pub_order) do redis.call('PUBLISH', K.signal, msg) end
 end
 
@@ -121,12 +138,18 @@ local function move_status(id, agent, seq, from, to)
 end
 
 -- Statistics are kept per UTC day, per agent and task type, in one hash per
--- day; they are never touched by cleanup, so they outlive the tasks.
+-- day; they are never touched by cleanup, so they outlive the tasks, and
+-- expire STATS_TTL_MS after the day's first write.
+local function stats_key(now)
+  local key = K.stats(math.floor(now / DAY_MS))
+  W.expire_unless_set(key, STATS_TTL_MS)
+  return key
+end
 local function stat(now, agent, task_type, metric, n)
-  W.hincr(K.stats(math.floor(now / DAY_MS)), agent .. '|' .. task_type .. '|' .. metric, n)
+  W.hincr(stats_key(now), agent .. '|' .. task_type .. '|' .. metric, n)
 end
 local function stat_float(now, agent, task_type, metric, x)
-  W.hfloat(K.stats(math.floor(now / DAY_MS)), agent .. '|' .. task_type .. '|' .. metric, x)
+  W.hfloat(stats_key(now), agent .. '|' .. task_type .. '|' .. metric, x)
 end
 local function duration_bucket(ms)
   for i, upper in ipairs(DURATION_BUCKETS_MS) do

@@ -21,6 +21,14 @@ pub struct Completion {
     pub metrics: Option<TaskMetrics>,
 }
 
+/// Largest token count (exclusive) one completion may report: 1,000 of them
+/// still sum below 2^63, so the statistics' HINCRBY cannot overflow. Mirrors
+/// `MAX_TOKENS` in `lua/complete.lua`.
+const MAX_TOKENS: u64 = 1 << 53;
+/// Largest magnitude of actualCost and qualityScore (`MAX_ABS_NUMBER` in
+/// `lua/complete.lua`): sums stay finite for HINCRBYFLOAT.
+const MAX_ABS_NUMBER: f64 = 1e15;
+
 /// The script's 8 arguments for one completion, or why it is refused.
 fn encode(c: &Completion, limits: &Limits) -> Result<[String; 8]> {
     let output = match &c.output_data {
@@ -37,14 +45,18 @@ fn encode(c: &Completion, limits: &Limits) -> Result<[String; 8]> {
         )));
     }
     let number = |what: &str, x: Option<f64>| match x {
-        Some(v) if !v.is_finite() => {
-            Err(Error::Validation(format!("{what} must be a finite number")))
-        }
+        Some(v) if !v.is_finite() || v.abs() > MAX_ABS_NUMBER => Err(Error::Validation(format!(
+            "{what} must be a finite number within +-1e15"
+        ))),
         Some(v) => Ok(v.to_string()),
         None => Ok(String::new()),
     };
     let metrics = c.metrics.as_ref();
-    let count = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_default();
+    let count = |what: &str, x: Option<u64>| match x {
+        Some(v) if v >= MAX_TOKENS => Err(Error::Validation(format!("{what} must be below 2^53"))),
+        Some(v) => Ok(v.to_string()),
+        None => Ok(String::new()),
+    };
     Ok([
         c.id.clone(),
         c.token.clone(),
@@ -57,8 +69,8 @@ fn encode(c: &Completion, limits: &Limits) -> Result<[String; 8]> {
             }
             None => String::new(),
         },
-        count(metrics.and_then(|m| m.tokens_in)),
-        count(metrics.and_then(|m| m.tokens_out)),
+        count("metrics.tokensIn", metrics.and_then(|m| m.tokens_in))?,
+        count("metrics.tokensOut", metrics.and_then(|m| m.tokens_out))?,
     ])
 }
 

@@ -2,6 +2,7 @@
 //! into one script call) and all-or-nothing batches.
 
 use std::sync::{OnceLock, Weak};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -149,6 +150,12 @@ impl Store {
 
     async fn create_call(&self, items: Vec<Prepared>) -> Result<Vec<Outcome>> {
         let cfg = &self.inner.config;
+        // `SET ... PX 0` is refused by Redis; create.lua checks it too.
+        if cfg.idempotency_ttl < Duration::from_millis(1) {
+            return Err(Error::Validation(
+                "the idempotency key TTL must be at least 1 ms".into(),
+            ));
+        }
         let mut args = Vec::with_capacity(3 + items.len() * 11);
         args.push(self.now_arg());
         args.push(ms(cfg.idempotency_ttl));

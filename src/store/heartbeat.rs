@@ -36,8 +36,8 @@ impl Store {
             let r = super::reply::Reply {
                 script: "heartbeat",
             };
-            for code in r.array(value)? {
-                states.push(match r.string(code)?.as_str() {
+            for code in r.codes(value, chunk.len())? {
+                states.push(match code.as_str() {
                     "ok" => LeaseState::Held,
                     "cancelled" => LeaseState::Cancelled,
                     "lost" => LeaseState::Lost,

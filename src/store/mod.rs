@@ -38,7 +38,8 @@ pub use fail::{FailOutcome, Failure};
 pub use heartbeat::LeaseState;
 pub use promote::Pass;
 pub use query::{
-    AgentQueue, ListFilter, MAX_PAGE_SIZE, QueueHealth, QueueStatus, TaskPage, health_thresholds,
+    AgentQueue, ListFilter, MAX_PAGE_OFFSET, MAX_PAGE_SIZE, QueueHealth, QueueStatus, TaskPage,
+    health_thresholds,
 };
 pub use stats::{Breakdown, DEFAULT_DAYS, MAX_DAYS, Statistics, StatsFilter};
 

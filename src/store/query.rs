@@ -13,6 +13,10 @@ use crate::task::{
 
 /// Most tasks one page holds.
 pub const MAX_PAGE_SIZE: u32 = 100;
+/// Most tasks page-number paging skips (`(page - 1) * limit`): an offset walks
+/// the index from its top, so deeper pages are refused; the cursor reaches any
+/// depth at the cost of one page.
+pub const MAX_PAGE_OFFSET: u64 = 10_000;
 
 /// Filters and paging of a task list. Every filter is served by an index.
 #[derive(Clone, Debug, Default)]
@@ -31,7 +35,8 @@ pub struct ListFilter {
     pub created_from_ms: Option<i64>,
     /// Created at or before (ms).
     pub created_to_ms: Option<i64>,
-    /// 1-based page (ignored when `cursor` is given).
+    /// 1-based page (ignored when `cursor` is given); `(page - 1) * limit`
+    /// may be at most [`MAX_PAGE_OFFSET`].
     pub page: u32,
     /// Page size, 1..=100.
     pub limit: u32,
@@ -215,12 +220,22 @@ impl Store {
             indexes.push(format!("owner:{o}"));
         }
         // Order scores are createdAt * 1000 + a per-millisecond counter.
-        let lo = filter
-            .created_from_ms
-            .map_or("-inf".to_string(), |ms| (ms * 1000).to_string());
-        let hi = filter
-            .created_to_ms
-            .map_or("+inf".to_string(), |ms| (ms * 1000 + 999).to_string());
+        let out_of_range = |what: &str| Error::Validation(format!("{what} is out of range"));
+        let lo = match filter.created_from_ms {
+            Some(ms) => ms
+                .checked_mul(1000)
+                .ok_or_else(|| out_of_range("createdFrom"))?
+                .to_string(),
+            None => "-inf".to_string(),
+        };
+        let hi = match filter.created_to_ms {
+            Some(ms) => ms
+                .checked_mul(1000)
+                .and_then(|score| score.checked_add(999))
+                .ok_or_else(|| out_of_range("createdTo"))?
+                .to_string(),
+            None => "+inf".to_string(),
+        };
         let cursor = match &filter.cursor {
             Some(c) => {
                 let score: u64 = c
@@ -235,6 +250,12 @@ impl Store {
         } else {
             0
         };
+        if offset > MAX_PAGE_OFFSET {
+            return Err(Error::Validation(format!(
+                "page {page} starts past the first {MAX_PAGE_OFFSET} matches; \
+                 use the cursor (nextCursor) to page further"
+            )));
+        }
         let mut args = vec![
             lo,
             hi,

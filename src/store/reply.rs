@@ -83,4 +83,46 @@ impl Reply {
             })
             .collect()
     }
+
+    /// A batch script's reply: exactly one string code per item sent.
+    pub(crate) fn codes(&self, v: Value, items: usize) -> Result<Vec<String>> {
+        let codes = self.array(v)?;
+        if codes.len() != items {
+            return Err(self.err(format!(
+                "one code per item expected: {} codes for {items} items",
+                codes.len()
+            )));
+        }
+        codes.into_iter().map(|code| self.string(code)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(n: usize) -> Value {
+        Value::Array((0..n).map(|_| Value::String("ok".into())).collect())
+    }
+
+    #[test]
+    fn a_batch_reply_needs_exactly_one_code_per_item() {
+        let r = Reply { script: "requeue" };
+        assert_eq!(
+            r.codes(codes(2), 2).ok(),
+            Some(vec!["ok".into(), "ok".into()])
+        );
+        for (got, sent) in [(1, 2), (3, 2), (0, 1)] {
+            assert!(
+                matches!(
+                    r.codes(codes(got), sent),
+                    Err(Error::Reply {
+                        script: "requeue",
+                        ..
+                    })
+                ),
+                "{got} codes for {sent} items"
+            );
+        }
+    }
 }

@@ -14,9 +14,8 @@ impl Store {
                 args.push(id.clone());
                 args.push(token.clone());
             }
-            let codes = r.array(self.call(Name::Requeue, args).await?)?;
+            let codes = r.codes(self.call(Name::Requeue, args).await?, chunk.len())?;
             for (code, (id, _)) in codes.into_iter().zip(chunk) {
-                let code = r.string(code)?;
                 results.push(if code == "ok" {
                     Ok(())
                 } else {

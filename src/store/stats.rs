@@ -2,7 +2,8 @@
 //!
 //! Scripts count outcomes into one hash per UTC day (`stats:<day>`, fields
 //! `<agent>|<taskType>|<metric>`) in the same call as the state change. Cleanup
-//! never touches them, so statistics outlive the tasks they describe.
+//! never touches them, so statistics outlive the tasks they describe; each
+//! day's hash expires `MAX_DAYS + 35` days after its first write.
 //! Resolution is one UTC day; p95 duration comes from a fixed histogram (its
 //! bucket bounds are in `lua/lib/common.lua`), so it is reported as the upper
 //! bound of the bucket that holds the 95th percentile.
@@ -18,8 +19,13 @@ use crate::error::{Error, Result};
 use crate::task::validate_ident;
 
 const DAY_MS: i64 = 86_400_000;
-/// Longest date range one statistics query covers.
+/// Longest date range one statistics query covers. Keep equal to
+/// `STATS_MAX_DAYS` in `lua/lib/common.lua`, which sets the stats hashes' TTL
+/// from it (a unit test below checks both).
 pub const MAX_DAYS: i64 = 366;
+/// Largest finite bound of the duration histogram (`DURATION_BUCKETS_MS` in
+/// `lua/lib/common.lua`); longer durations land in the open bucket `inf`.
+const LARGEST_FINITE_BUCKET_MS: u64 = 3_600_000;
 /// Range used when no start is given.
 pub const DEFAULT_DAYS: i64 = 30;
 
@@ -72,7 +78,9 @@ pub struct Statistics {
     pub success_rate: f64,
     /// Mean duration of completed attempts (ms).
     pub average_duration_ms: Option<f64>,
-    /// 95th percentile duration of completed attempts (ms, bucket upper bound).
+    /// 95th percentile duration of completed attempts (ms, upper bound of its
+    /// histogram bucket). When it falls in the open bucket past one hour, this
+    /// is 3,600,000 and means "at least one hour".
     pub p95_duration_ms: Option<u64>,
     /// Sum of actualCost.
     pub total_cost: f64,
@@ -183,6 +191,7 @@ impl Store {
                     "tokensIn" => stats.tokens_in += count,
                     "tokensOut" => stats.tokens_out += count,
                     m => {
+                        // The open bucket `inf` sorts last, as u64::MAX.
                         if let Some(bound) = m.strip_prefix("durationMs:") {
                             *buckets
                                 .entry(bound.parse().unwrap_or(u64::MAX))
@@ -210,7 +219,8 @@ impl Store {
     }
 }
 
-/// Upper bound of the histogram bucket holding quantile `q`.
+/// Upper bound of the histogram bucket holding quantile `q`; in the open
+/// bucket, the largest finite bound (the quantile is at least that).
 fn percentile(buckets: &BTreeMap<u64, u64>, q: f64) -> Option<u64> {
     let total: u64 = buckets.values().sum();
     if total == 0 {
@@ -218,13 +228,15 @@ fn percentile(buckets: &BTreeMap<u64, u64>, q: f64) -> Option<u64> {
     }
     let rank = (total as f64 * q).ceil() as u64;
     let mut seen = 0;
+    let mut found = buckets.keys().next_back().copied();
     for (&bound, &n) in buckets {
         seen += n;
         if seen >= rank {
-            return Some(bound);
+            found = Some(bound);
+            break;
         }
     }
-    buckets.keys().next_back().copied()
+    found.map(|bound| bound.min(LARGEST_FINITE_BUCKET_MS))
 }
 
 #[cfg(test)]
@@ -236,5 +248,24 @@ mod tests {
         let buckets: BTreeMap<u64, u64> = [(10, 90), (100, 5), (1000, 5)].into_iter().collect();
         assert_eq!(percentile(&buckets, 0.95), Some(100));
         assert_eq!(percentile(&BTreeMap::new(), 0.95), None);
+    }
+
+    #[test]
+    fn p95_in_the_open_bucket_is_the_largest_finite_bound() {
+        let buckets: BTreeMap<u64, u64> = [(10, 1), (u64::MAX, 99)].into_iter().collect();
+        assert_eq!(percentile(&buckets, 0.95), Some(LARGEST_FINITE_BUCKET_MS));
+    }
+
+    #[test]
+    fn the_lua_bounds_match_max_days_and_the_largest_bucket() {
+        let lib = include_str!("../../lua/lib/common.lua");
+        assert!(
+            lib.contains(&format!("local STATS_MAX_DAYS = {MAX_DAYS}\n")),
+            "lua/lib/common.lua STATS_MAX_DAYS must equal MAX_DAYS"
+        );
+        assert!(
+            lib.contains(&format!(" {LARGEST_FINITE_BUCKET_MS} }}")),
+            "the last bucket bound in lua/lib/common.lua must be LARGEST_FINITE_BUCKET_MS"
+        );
     }
 }

@@ -10,7 +10,8 @@ use fred::prelude::*;
 use serde_json::json;
 use taskherd::error::Error;
 use taskherd::store::{
-    Completion, ListFilter, MAX_BATCH, QueueHealth, StatsFilter, Store, health_thresholds,
+    Completion, ListFilter, MAX_BATCH, MAX_DAYS, MAX_PAGE_OFFSET, QueueHealth, StatsFilter, Store,
+    health_thresholds,
 };
 use taskherd::task::{NewTask, Priority, Task, TaskMetrics, TaskStatus};
 
@@ -907,4 +908,126 @@ async fn cleanup_removes_old_terminal_tasks_from_every_index_and_keeps_statistic
     let again = store.create(owned("a1", Some("k0"))).await.unwrap();
     assert!(again.created);
     assert!(!old.contains(&again.task.id));
+}
+
+// ---- range, cursor and paging bounds -------------------------------------
+
+#[tokio::test]
+async fn a_cursor_above_the_created_to_bound_still_keeps_the_page_in_range() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let mut in_range = Vec::new();
+    for _ in 0..3 {
+        in_range.push(create(&store, task_for("a1")).await.id);
+        advance_ms(&store, 1_000);
+    }
+    for _ in 0..3 {
+        create(&store, task_for("a1")).await;
+        advance_ms(&store, 1_000);
+    }
+    in_range.reverse();
+    let above_everything = ((T0_MS + 60_000) * 1000).to_string();
+    for agent_id in [None, Some("a1".to_string())] {
+        let filter = ListFilter {
+            created_to_ms: Some(T0_MS + 2_000),
+            cursor: Some(above_everything.clone()),
+            limit: 10,
+            agent_id,
+            ..ListFilter::default()
+        };
+        let page = store.list(&filter).await.unwrap();
+        assert_eq!(ids(&page.tasks), in_range, "{filter:?}");
+        assert!(!page.has_next_page);
+    }
+}
+
+#[tokio::test]
+async fn list_refuses_overflowing_created_bounds_and_page_numbers_past_the_offset_cap() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    create(&store, task_for("a1")).await;
+    let before = snapshot(&store).await;
+    let bad = [
+        ListFilter {
+            limit: 10,
+            created_from_ms: Some(i64::MAX),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            limit: 10,
+            created_to_ms: Some(i64::MAX / 1000),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            limit: 10,
+            created_from_ms: Some(i64::MIN),
+            ..ListFilter::default()
+        },
+    ];
+    for f in bad {
+        let err = store.list(&f).await.unwrap_err();
+        assert!(matches!(err, Error::Validation(_)), "{f:?}: {err:?}");
+    }
+    let deep = ListFilter {
+        limit: 100,
+        page: (MAX_PAGE_OFFSET / 100 + 2) as u32,
+        ..ListFilter::default()
+    };
+    let err = store.list(&deep).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(m) if m.contains("cursor")),
+        "{err:?}"
+    );
+    assert_unchanged(&before, &snapshot(&store).await);
+    // Exactly at the cap is still served (empty here); a cursor is never capped.
+    let at_cap = ListFilter {
+        page: (MAX_PAGE_OFFSET / 100 + 1) as u32,
+        ..deep.clone()
+    };
+    assert!(store.list(&at_cap).await.unwrap().tasks.is_empty());
+    let by_cursor = ListFilter {
+        cursor: Some(u64::MAX.to_string()),
+        ..deep
+    };
+    assert_eq!(store.list(&by_cursor).await.unwrap().tasks.len(), 1);
+}
+
+// ---- statistics bounds ----------------------------------------------------
+
+#[tokio::test]
+async fn a_p95_past_the_largest_bucket_is_reported_as_that_bound() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    create(&store, task_for("a1")).await;
+    let c = claim_one(&store, "a1").await;
+    advance_ms(&store, 2 * 3_600_000);
+    complete_ok(&store, &c).await;
+    let s = store.statistics(&StatsFilter::default()).await.unwrap();
+    assert_eq!(s.completed_tasks, 1);
+    assert_eq!(s.p95_duration_ms, Some(3_600_000));
+}
+
+#[tokio::test]
+async fn every_stats_hash_expires_and_a_later_write_keeps_its_ttl() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let stats_ttl_ms = (MAX_DAYS + 35) * DAY_MS;
+    let key = store.keys().stats(T0_MS.div_euclid(DAY_MS));
+    create(&store, task_for("a1")).await;
+    let ttl = pttl(&store, &key).await;
+    assert!(
+        ttl > stats_ttl_ms - 60_000 && ttl <= stats_ttl_ms,
+        "ttl {ttl}"
+    );
+    // Only a hash without a TTL gets one: later writes leave it alone.
+    let _: bool = store.pool().pexpire(&key, 1_000_000, None).await.unwrap();
+    let c = claim_one(&store, "a1").await;
+    complete_ok(&store, &c).await;
+    let ttl = pttl(&store, &key).await;
+    assert!(ttl > 0 && ttl <= 1_000_000, "ttl {ttl}");
+    // Every day's hash gets one, whichever script writes it first.
+    advance_ms(&store, DAY_MS as u64);
+    create(&store, task_for("a1")).await;
+    let next_day = store.keys().stats(T0_MS.div_euclid(DAY_MS) + 1);
+    assert!(pttl(&store, &next_day).await > stats_ttl_ms - 60_000);
 }

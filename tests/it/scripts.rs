@@ -11,7 +11,7 @@ use taskherd::store::{
     Agent, AgentKind, ClaimRequest, Completion, FailOutcome, Failure, LeaseState, MAX_BATCH,
     MAX_CLAIM, StoreConfig,
 };
-use taskherd::task::{Limits, NewTask, Priority, TaskMetrics, TaskStatus};
+use taskherd::task::{Limits, MAX_RUN_AT_MS, NewTask, Priority, TaskMetrics, TaskStatus};
 
 use crate::store_support::*;
 use crate::support::*;
@@ -1234,4 +1234,241 @@ async fn agent_upsert_creates_then_replaces_a_record_and_refuses_bad_ones_before
     assert_unchanged(&before, &snapshot(&store).await);
     assert!(store.delete_agent("writer").await.unwrap());
     assert_eq!(store.get_agent("writer").await.unwrap(), None);
+}
+
+// ---- arguments that would fail a write half-way --------------------------
+
+fn completion_with(c: &taskherd::store::ClaimedTask, metrics: TaskMetrics) -> Completion {
+    Completion {
+        id: c.id.clone(),
+        token: c.token.clone(),
+        metrics: Some(metrics),
+        ..Completion::default()
+    }
+}
+
+#[tokio::test]
+async fn complete_refuses_token_counts_and_numbers_the_statistics_cannot_add_before_redis() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    create(&store, task_for("a1")).await;
+    let c = claim_one(&store, "a1").await;
+    let before = snapshot(&store).await;
+    let too_big = [
+        TaskMetrics {
+            tokens_in: Some(9_223_372_036_854_775_808),
+            ..TaskMetrics::default()
+        },
+        TaskMetrics {
+            tokens_out: Some(1 << 53),
+            ..TaskMetrics::default()
+        },
+    ];
+    for metrics in too_big {
+        let r = store.complete(&[completion_with(&c, metrics)]).await;
+        assert!(
+            matches!(r.as_deref(), Ok([Err(Error::Validation(_))])),
+            "{r:?}"
+        );
+    }
+    for (cost, quality) in [(Some(1e16), None), (None, Some(-1e16))] {
+        let r = store
+            .complete(&[Completion {
+                actual_cost: cost,
+                quality_score: quality,
+                ..completion_with(&c, TaskMetrics::default())
+            }])
+            .await;
+        assert!(
+            matches!(r.as_deref(), Ok([Err(Error::Validation(_))])),
+            "{r:?}"
+        );
+    }
+    assert_unchanged(&before, &snapshot(&store).await);
+
+    // The largest values accepted are counted.
+    let r = store
+        .complete(&[Completion {
+            actual_cost: Some(1e15),
+            quality_score: Some(-1e15),
+            ..completion_with(
+                &c,
+                TaskMetrics {
+                    tokens_in: Some((1 << 53) - 1),
+                    ..TaskMetrics::default()
+                },
+            )
+        }])
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(
+        stat(&store, T0_MS, "a1|summarise|tokensIn").await,
+        (1 << 53) - 1
+    );
+    assert_eq!(count(&store, "a1", "COMPLETED").await, 1);
+}
+
+#[tokio::test]
+async fn the_complete_script_refuses_out_of_range_numbers_and_writes_nothing() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    create(&store, task_for("a1")).await;
+    let c = claim_one(&store, "a1").await;
+    let before = snapshot(&store).await;
+    // cost, quality, tokensIn, tokensOut
+    let bad = [
+        ["", "", "9223372036854775808", ""],
+        ["", "", "", "9007199254740992"],
+        ["", "", "-1", ""],
+        ["", "", "inf", ""],
+        ["1e16", "", "", ""],
+        ["", "-1e16", "", ""],
+        ["inf", "", "", ""],
+        ["", "nan", "", ""],
+    ];
+    for [cost, quality, tin, tout] in bad {
+        let args = [
+            "",
+            "1",
+            c.id.as_str(),
+            c.token.as_str(),
+            "",
+            cost,
+            quality,
+            "",
+            tin,
+            tout,
+        ];
+        let err = eval_script(&store, "complete", &args).await.unwrap_err();
+        assert!(err.contains("BAD_ARGS"), "{args:?}: {err}");
+        assert_unchanged(&before, &snapshot(&store).await);
+    }
+    assert_eq!(count(&store, "a1", "PROCESSING").await, 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_ttl_under_one_ms_is_refused_and_writes_nothing() {
+    let redis = TestRedis::start();
+    let store = manual_store(
+        &redis,
+        StoreConfig {
+            idempotency_ttl: Duration::from_micros(500),
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let before = snapshot(&store).await;
+    let err = store
+        .create(NewTask {
+            idempotency_key: Some("k1".into()),
+            ..task_for("a1")
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Validation(_)), "{err:?}");
+    assert_unchanged(&before, &snapshot(&store).await);
+
+    // The script itself refuses a zero TTL before its first write.
+    let item = [
+        "task_01HZZZZZZZZZZZZZZZZZZZZZZZ",
+        "a1",
+        "summarise",
+        "NORMAL",
+        "{}",
+        "3",
+        "60000",
+        "",
+        "",
+        "k1",
+        "",
+    ];
+    for ttl in ["0", "-5", "9007199254740992"] {
+        let mut args = vec!["", ttl, "1"];
+        args.extend(item);
+        let err = eval_script(&store, "create", &args).await.unwrap_err();
+        assert!(err.contains("BAD_ARGS"), "ttl {ttl}: {err}");
+    }
+    assert_unchanged(&before, &snapshot(&store).await);
+}
+
+#[tokio::test]
+async fn run_at_past_the_year_9999_is_refused_before_redis_and_by_the_script() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let before = snapshot(&store).await;
+    for at in [MAX_RUN_AT_MS + 1, i64::MAX, -1] {
+        let err = store
+            .create(NewTask {
+                run_at: Some(at),
+                ..task_for("a1")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Validation(_)), "{at}: {err:?}");
+    }
+    for at in ["253402300800000", "9223372036854775808", "-1"] {
+        let args = [
+            "",
+            "60000",
+            "1",
+            "task_01HZZZZZZZZZZZZZZZZZZZZZZZ",
+            "a1",
+            "summarise",
+            "NORMAL",
+            "{}",
+            "3",
+            "60000",
+            "",
+            at,
+            "",
+            "",
+        ];
+        let err = eval_script(&store, "create", &args).await.unwrap_err();
+        assert!(err.contains("BAD_ARGS"), "runAt {at}: {err}");
+    }
+    assert_unchanged(&before, &snapshot(&store).await);
+    let t = create(
+        &store,
+        NewTask {
+            run_at: Some(MAX_RUN_AT_MS),
+            ..task_for("a1")
+        },
+    )
+    .await;
+    assert_eq!(
+        zscore(&store, &store.keys().delayed(), &t.id).await,
+        Some(MAX_RUN_AT_MS as f64)
+    );
+}
+
+#[tokio::test]
+async fn requeue_and_heartbeat_answer_one_result_per_item() {
+    // A reply with the wrong number of codes is an Error::Reply (unit-tested
+    // in store::reply); here every item of a batch gets its own answer.
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    for _ in 0..3 {
+        create(&store, task_for("a1")).await;
+    }
+    let held = claim(&store, "a1", 3).await;
+    let mut leases: Vec<(String, String)> = held
+        .iter()
+        .map(|c| (c.id.clone(), c.token.clone()))
+        .collect();
+    leases.push(("task_01HZZZZZZZZZZZZZZZZZZZZZZZ".into(), "t".into()));
+    let states = store.heartbeat(&leases, LEASE).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            LeaseState::Held,
+            LeaseState::Held,
+            LeaseState::Held,
+            LeaseState::Gone
+        ]
+    );
+    let results = store.requeue(&leases).await.unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
+    assert!(matches!(results[3], Err(Error::TaskNotFound(_))));
 }
