@@ -191,9 +191,6 @@ struct Inner {
     counters: Counters,
 }
 
-/// Longest a claim waits for freed slots to add up under a backlog.
-const BATCH_GATHER: Duration = Duration::from_millis(2);
-
 /// Most agents one claim call names (the claim script's bound).
 const MAX_AGENTS_PER_CLAIM: usize = 100;
 
@@ -319,11 +316,7 @@ impl Runtime {
     async fn dispatch(&self, mut shutdown: Shutdown, finish_tx: mpsc::Sender<FinishJob>) {
         let inner = &self.inner;
         let mut error_backoff = Duration::from_millis(50);
-        let mut backlog = false;
         while !shutdown.is_triggered() {
-            if backlog {
-                self.gather_free_slots().await;
-            }
             let free = inner.slots.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -357,7 +350,6 @@ impl Runtime {
                         .claimed
                         .fetch_add(tasks.len() as u64, Ordering::Relaxed);
                     let short = tasks.len() < want;
-                    backlog = !short;
                     for task in tasks {
                         match inner.slots.clone().try_acquire_owned() {
                             Ok(permit) => {
@@ -382,24 +374,6 @@ impl Runtime {
                     }
                     error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
                 }
-            }
-        }
-    }
-
-    /// Under a backlog (the last claim came back full), lets freed slots add
-    /// up to half the pool, for at most `BATCH_GATHER`, so that one claim
-    /// call takes many tasks: Redis spends far less per task in big batches.
-    /// Without a backlog claims go out at once, so latency is untouched.
-    async fn gather_free_slots(&self) {
-        let inner = &self.inner;
-        let target = (inner.config.concurrency / 2).max(1);
-        let deadline = tokio::time::Instant::now() + BATCH_GATHER;
-        while inner.slots.available_permits() < target {
-            if tokio::time::timeout_at(deadline, inner.slot_freed.notified())
-                .await
-                .is_err()
-            {
-                return;
             }
         }
     }
