@@ -84,35 +84,28 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn ping(port: u16) -> bool {
+/// Sends one inline command to the Redis on 127.0.0.1:`port` and returns the
+/// start of its reply (None when nothing answers).
+fn ask(port: u16, command: &[u8]) -> Option<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(command).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn ping(port: u16) -> bool {
+    ask(port, b"PING\r\n").is_some_and(|reply| reply.starts_with("+PONG"))
 }
 
 /// Whether the Redis on `port` keeps its data in `dir` (it is ours).
 fn serves_dir(port: u16, dir: &Path) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"CONFIG GET dir\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4096];
-    let Ok(n) = stream.read(&mut buf) else {
-        return false;
-    };
-    let reply = String::from_utf8_lossy(&buf[..n]);
-    reply.lines().any(|line| Path::new(line.trim()) == dir)
+    ask(port, b"CONFIG GET dir\r\n")
+        .is_some_and(|reply| reply.lines().any(|line| Path::new(line.trim()) == dir))
 }
 
 impl LocalRedis {

@@ -186,6 +186,8 @@ struct Inner {
     agent_limits: RwLock<HashMap<String, usize>>,
     hand_back: CancellationToken,
     running: AtomicBool,
+    /// One client (and its keep-alive connections) for every HTTP agent.
+    http_client: reqwest::Client,
     /// Where the next claim's window of at most 100 agents starts.
     agent_window: std::sync::atomic::AtomicUsize,
     counters: Counters,
@@ -218,6 +220,7 @@ impl Runtime {
                 agent_limits: RwLock::new(HashMap::new()),
                 hand_back: CancellationToken::new(),
                 running: AtomicBool::new(false),
+                http_client: reqwest::Client::new(),
                 agent_window: std::sync::atomic::AtomicUsize::new(0),
                 counters: Counters::default(),
             }),
@@ -778,7 +781,6 @@ impl Runtime {
         };
         let mut http: HashMap<String, Arc<dyn Handler>> = HashMap::new();
         let mut limits = HashMap::new();
-        let client = reqwest::Client::new();
         for agent in agents {
             if let Some(n) = agent.concurrency {
                 limits.insert(agent.id.clone(), n as usize);
@@ -786,7 +788,10 @@ impl Runtime {
             if let (AgentKind::Http, Some(endpoint)) = (&agent.kind, &agent.endpoint) {
                 http.insert(
                     agent.id.clone(),
-                    Arc::new(HttpExecutor::new(client.clone(), endpoint.clone())),
+                    Arc::new(HttpExecutor::new(
+                        self.inner.http_client.clone(),
+                        endpoint.clone(),
+                    )),
                 );
             }
         }
