@@ -42,3 +42,35 @@ async fn a_node_runs_an_echo_task_to_completion() {
     assert_eq!(health["worker"]["completedTotal"], json!(1));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn health_warns_when_redis_may_evict_tasks() {
+    let redis = TestRedis::start();
+    let admin = redis.store().await;
+    let _: () = fred::interfaces::ConfigInterface::config_set(
+        admin.pool().next(),
+        "maxmemory-policy",
+        "allkeys-lru",
+    )
+    .await
+    .unwrap();
+    let node = TestNode::start(
+        node_config(&redis.url(), None, Clock::redis()),
+        Registry::new(),
+    )
+    .await;
+    let health: serde_json::Value = reqwest::get(node.url("/api/ai/tasks/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], json!("degraded"));
+    assert_eq!(health["redis"]["maxmemoryPolicy"], json!("allkeys-lru"));
+    assert!(
+        health["redis"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("noeviction"))
+    );
+    node.stop().await;
+}
