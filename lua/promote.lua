@@ -2,7 +2,7 @@
 -- (runAt reached, or retry backoff over). Safe to run on every node at once.
 -- KEYS (1): [1] namespace prefix "{ns}:"  (delayed ZSET, ready ZSETs, task:<id> HASH)
 -- ARGV: [1] now ms override or ""  [2] limit (1..1000)
--- Returns: { promoted count, next due time in ms or -1 when none is delayed }
+-- Returns: { promoted count, next due time in ms or -1 when none is delayed, now in ms }
 -- Errors: BAD_ARGS
 -- Events: none (the task stays QUEUED; a wake signal goes to the agent's workers)
 -- Uses: lib/common.lua
@@ -26,4 +26,4 @@ if #due > 0 then
 end
 W.flush()
 local nxt = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-return { promoted, nxt[2] and tonumber(nxt[2]) or -1 }
+return { promoted, nxt[2] and tonumber(nxt[2]) or -1, int_str(now) }

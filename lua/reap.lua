@@ -4,7 +4,7 @@
 -- KEYS (1): [1] namespace prefix "{ns}:"  (processing ZSET and what lib/attempt.lua writes)
 -- ARGV: [1] now ms override or ""  [2] backoff base (ms)  [3] backoff cap (ms)
 --       [4] limit (1..1000)
--- Returns: { reaped count, next deadline in ms or -1 when nothing is processing }
+-- Returns: { reaped count, next deadline in ms or -1 when nothing is processing, now in ms }
 -- Errors: BAD_ARGS
 -- Events: retrying, failed or timeout (one per reaped task)
 -- Uses: lib/common.lua, lib/attempt.lua
@@ -31,4 +31,4 @@ for _, id in ipairs(expired) do
 end
 W.flush()
 local nxt = redis.call('ZRANGE', K.processing, 0, 0, 'WITHSCORES')
-return { reaped, nxt[2] and tonumber(nxt[2]) or -1 }
+return { reaped, nxt[2] and tonumber(nxt[2]) or -1, int_str(now) }

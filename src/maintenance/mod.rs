@@ -50,17 +50,14 @@ pub async fn run(store: Store, signals: Signals, config: MaintenanceConfig, shut
 }
 
 /// How long to sleep after a pass: until the next due entry, capped.
-async fn wait_after(store: &Store, pass: &Pass, max_idle: Duration, batch: usize) -> Duration {
+fn wait_after(pass: &Pass, max_idle: Duration, batch: usize) -> Duration {
     if pass.handled as usize >= batch {
         return Duration::ZERO;
     }
     let Some(due) = pass.next_due_ms else {
         return max_idle;
     };
-    match store.now_ms().await {
-        Ok(now) => Duration::from_millis((due - now).clamp(1, max_idle.as_millis() as i64) as u64),
-        Err(_) => max_idle,
-    }
+    Duration::from_millis((due - pass.now_ms).clamp(1, max_idle.as_millis() as i64) as u64)
 }
 
 async fn promoter(
@@ -71,7 +68,7 @@ async fn promoter(
 ) {
     while !shutdown.is_triggered() {
         let wait = match store.promote(config.batch).await {
-            Ok(pass) => wait_after(&store, &pass, config.max_idle, config.batch).await,
+            Ok(pass) => wait_after(&pass, config.max_idle, config.batch),
             Err(e) => {
                 tracing::warn!(error = %e, "promote pass failed");
                 config.max_idle.min(Duration::from_secs(1))
@@ -95,7 +92,7 @@ async fn reaper(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown)
                         "reaped expired leases / timed-out attempts"
                     );
                 }
-                wait_after(&store, &pass, config.max_idle, config.batch).await
+                wait_after(&pass, config.max_idle, config.batch)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reap pass failed");

@@ -1,6 +1,6 @@
 //! Wrapper of `lua/complete.lua`: record successful attempts (batched).
 
-use super::{Name, Store, scripts};
+use super::{Name, Store};
 use crate::error::{Error, Result};
 use crate::task::{Limits, TaskMetrics};
 
@@ -101,15 +101,10 @@ impl Store {
             for item in chunk {
                 args.extend(item.iter().cloned());
             }
-            let codes = r.array(self.call(Name::Complete, args).await?)?;
-            if codes.len() != chunk.len() {
-                return Err(r.err("one code per item expected"));
-            }
+            let codes = r.codes(self.call(Name::Complete, args).await?, chunk.len())?;
             for (code, &i) in codes.into_iter().zip(indexes) {
-                let code = r.string(code)?;
                 if code != "ok" {
-                    results[i] = Err(scripts::item_refusal(&code, &items[i].id)
-                        .ok_or_else(|| r.err(format!("unknown code {code}")))?);
+                    results[i] = Err(r.item_refusal(&code, &items[i].id)?);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Wrapper of `lua/fail.lua`: record failed attempts (batched).
 
-use super::{Name, Store, ms, scripts};
+use super::{Name, Store, ms};
 use crate::error::Result;
 
 /// A failed attempt.
@@ -56,18 +56,13 @@ impl Store {
                     if f.timed_out { "timeout" } else { "error" }.to_string(),
                 ]);
             }
-            let codes = r.array(self.call(Name::Fail, args).await?)?;
-            if codes.len() != chunk.len() {
-                return Err(r.err("one code per item expected"));
-            }
+            let codes = r.codes(self.call(Name::Fail, args).await?, chunk.len())?;
             for (code, f) in codes.into_iter().zip(chunk) {
-                let code = r.string(code)?;
                 results.push(match code.as_str() {
                     "retry" => Ok(FailOutcome::Retrying),
                     "failed" => Ok(FailOutcome::Failed),
                     "timeout" => Ok(FailOutcome::TimedOut),
-                    other => Err(scripts::item_refusal(other, &f.id)
-                        .ok_or_else(|| r.err(format!("unknown code {other}")))?),
+                    other => Err(r.item_refusal(other, &f.id)?),
                 });
             }
         }

@@ -10,15 +10,20 @@ pub struct Pass {
     pub handled: u64,
     /// When the next task falls due (ms, store clock), if any.
     pub next_due_ms: Option<i64>,
+    /// The store clock's time of the pass (ms), so callers need no extra
+    /// round trip to turn `next_due_ms` into a wait.
+    pub now_ms: i64,
 }
 
 pub(super) fn pass(r: &super::reply::Reply, value: fred::types::Value) -> Result<Pass> {
     let mut it = r.array(value)?.into_iter();
     let handled = r.int(it.next().ok_or_else(|| r.err("short reply"))?)?;
     let next = r.int(it.next().ok_or_else(|| r.err("short reply"))?)?;
+    let now_ms = r.int(it.next().ok_or_else(|| r.err("short reply"))?)?;
     Ok(Pass {
         handled: handled.max(0) as u64,
         next_due_ms: (next >= 0).then_some(next),
+        now_ms,
     })
 }
 

@@ -84,6 +84,13 @@ impl Reply {
             .collect()
     }
 
+    /// The typed error of one batch item's refusal code; an unknown code is a
+    /// reply of the wrong shape.
+    pub(crate) fn item_refusal(&self, code: &str, id: &str) -> Result<Error> {
+        super::scripts::refusal(&format!("{code} {id}"))
+            .ok_or_else(|| self.err(format!("unknown code {code}")))
+    }
+
     /// A batch script's reply: exactly one string code per item sent.
     pub(crate) fn codes(&self, v: Value, items: usize) -> Result<Vec<String>> {
         let codes = self.array(v)?;

@@ -1,6 +1,6 @@
 //! Wrapper of `lua/requeue.lua` (graceful hand-back).
 
-use super::{Name, Store, scripts};
+use super::{Name, Store};
 use crate::error::Result;
 
 impl Store {
@@ -19,8 +19,7 @@ impl Store {
                 results.push(if code == "ok" {
                     Ok(())
                 } else {
-                    Err(scripts::item_refusal(&code, id)
-                        .ok_or_else(|| r.err(format!("unknown code {code}")))?)
+                    Err(r.item_refusal(&code, id)?)
                 });
             }
         }

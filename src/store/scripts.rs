@@ -164,11 +164,6 @@ pub(crate) fn refusal(reply: &str) -> Option<Error> {
     })
 }
 
-/// Maps a per-item refusal code (batch scripts answer one code per item).
-pub(crate) fn item_refusal(code: &str, id: &str) -> Option<Error> {
-    refusal(&format!("{code} {id}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,12 +32,7 @@ async fn a_node_runs_an_echo_task_to_completion() {
     .await;
     assert_eq!(done.output_data, Some(json!({"hello": "world"})));
     assert_eq!(done.retry_count, 0);
-    let health: serde_json::Value = reqwest::get(node.url("/api/ai/tasks/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&node).await;
     assert_eq!(health["redis"]["reachable"], json!(true));
     assert_eq!(health["worker"]["completedTotal"], json!(1));
     node.stop().await;
@@ -59,12 +54,7 @@ async fn health_warns_when_redis_may_evict_tasks() {
         Registry::new(),
     )
     .await;
-    let health: serde_json::Value = reqwest::get(node.url("/api/ai/tasks/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&node).await;
     assert_eq!(health["status"], json!("degraded"));
     assert_eq!(health["redis"]["maxmemoryPolicy"], json!("allkeys-lru"));
     assert!(
@@ -73,4 +63,13 @@ async fn health_warns_when_redis_may_evict_tasks() {
             .is_some_and(|w| w.contains("noeviction"))
     );
     node.stop().await;
+}
+
+async fn health(node: &TestNode) -> serde_json::Value {
+    reqwest::get(node.url("/api/ai/tasks/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
