@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskherd::clock::Clock;
 use taskherd::store::Store;
 use taskherd::task::{NewTask, Task, TaskStatus};
 use taskherd::worker::{Output, Registry, TaskContext, demo};
@@ -86,15 +85,7 @@ async fn a_worker_paused_past_its_lease_cannot_complete_the_redelivered_task() {
     // Started only now, so the task could not go to it first.
     let mut registry = Registry::new();
     demo::register(&mut registry);
-    let rescuer = TestNode::start(
-        node_config(
-            &redis.url(),
-            Some(worker_config("rescuer", 1)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    let rescuer = TestNode::with_workers(&redis.url(), "rescuer", 1, registry).await;
     let done = wait_until(
         "the re-delivered task completes",
         Duration::from_secs(8),
@@ -202,13 +193,7 @@ async fn tasks_of_a_node_killed_mid_run_are_finished_by_another_node_exactly_onc
     for name in ["survivor-1", "survivor-2"] {
         let mut registry = Registry::new();
         demo::register(&mut registry);
-        survivors.push(
-            TestNode::start(
-                node_config(&redis.url(), Some(worker_config(name, 2)), Clock::redis()),
-                registry,
-            )
-            .await,
-        );
+        survivors.push(TestNode::with_workers(&redis.url(), name, 2, registry).await);
     }
     wait_until("every task completes", Duration::from_secs(10), || async {
         let status = store.queue_status().await.unwrap();
@@ -253,15 +238,7 @@ async fn workers_resume_by_themselves_after_redis_restarts_and_lose_nothing() {
             ..Output::default()
         })
     });
-    let node = TestNode::start(
-        node_config(
-            &redis.url(),
-            Some(worker_config("steady-node", 4)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    let node = TestNode::with_workers(&redis.url(), "steady-node", 4, registry).await;
     let store = redis.store().await;
     let before: Vec<String> = store
         .create_batch(
@@ -414,15 +391,7 @@ async fn a_sigterm_mid_task_hands_the_tasks_back_without_spending_an_attempt() {
     registry.register_fn(demo::SLEEP, |_ctx: TaskContext| async move {
         Ok(Output::default())
     });
-    let successor = TestNode::start(
-        node_config(
-            &redis.url(),
-            Some(worker_config("successor", 2)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    let successor = TestNode::with_workers(&redis.url(), "successor", 2, registry).await;
     wait_until("both tasks complete", Duration::from_secs(5), || async {
         let status = store.queue_status().await.unwrap();
         (status.completed_tasks == 2).then_some(())
@@ -444,15 +413,7 @@ async fn workers_recover_by_themselves_when_redis_is_away_longer_than_a_lease() 
     let mut redis = TestRedis::start();
     let mut registry = Registry::new();
     demo::register(&mut registry);
-    let node = TestNode::start(
-        node_config(
-            &redis.url(),
-            Some(worker_config("patient", 4)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    let node = TestNode::with_workers(&redis.url(), "patient", 4, registry).await;
     let store = redis.store().await;
     let ids: Vec<String> = store
         .create_batch(
@@ -528,15 +489,7 @@ async fn a_worker_cut_off_from_redis_stops_its_handler_within_about_a_lease() {
             Err(taskherd::worker::HandlerError::retryable("stopped"))
         }
     });
-    let cut_off = TestNode::start(
-        node_config(
-            &proxy.url(),
-            Some(worker_config("cut-off", 1)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    let cut_off = TestNode::with_workers(&proxy.url(), "cut-off", 1, registry).await;
     let store = redis.store().await;
     let id = store
         .create(NewTask::new("careful", "t", json!({})))
@@ -554,15 +507,7 @@ async fn a_worker_cut_off_from_redis_stops_its_handler_within_about_a_lease() {
     registry.register_fn("careful", |_ctx: TaskContext| async move {
         Ok(Output::default())
     });
-    let connected = TestNode::start(
-        node_config(
-            &redis.url(),
-            Some(worker_config("connected", 1)),
-            Clock::redis(),
-        ),
-        registry,
-    )
-    .await;
+    let connected = TestNode::with_workers(&redis.url(), "connected", 1, registry).await;
 
     // The lease is 1.5 s, renewed every 0.5 s: without renewals the worker
     // must give the attempt up about when the reaper re-delivers it.

@@ -14,11 +14,7 @@ async fn a_node_runs_an_echo_task_to_completion() {
     let redis = TestRedis::start();
     let mut registry = Registry::new();
     demo::register(&mut registry);
-    let node = TestNode::start(
-        node_config(&redis.url(), Some(worker_config("n1", 4)), Clock::redis()),
-        registry,
-    )
-    .await;
+    let node = TestNode::with_workers(&redis.url(), "n1", 4, registry).await;
     let created = node
         .store
         .create(NewTask::new("echo", "test", json!({"hello": "world"})))

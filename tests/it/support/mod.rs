@@ -119,6 +119,24 @@ pub fn worker_config(node_id: &str, concurrency: usize) -> WorkerConfig {
 }
 
 impl TestNode {
+    /// A node with workers (test settings) on Redis' own clock.
+    pub async fn with_workers(
+        redis_url: &str,
+        node_id: &str,
+        concurrency: usize,
+        registry: Registry,
+    ) -> Self {
+        Self::start(
+            node_config(
+                redis_url,
+                Some(worker_config(node_id, concurrency)),
+                Clock::redis(),
+            ),
+            registry,
+        )
+        .await
+    }
+
     pub async fn start(config: NodeConfig, registry: Registry) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
