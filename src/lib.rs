@@ -8,6 +8,7 @@
 //! - [`worker`]: handler trait and registry, HTTP executor, demo agents, and
 //!   the runtime that claims, runs, heartbeats and finishes tasks.
 //! - [`maintenance`]: promoter, reaper and janitor loops, safe on every node.
+//! - [`nodes`]: the registry of live nodes and their worker statistics.
 //! - [`store`]: the only module that knows Redis; one Lua script per state
 //!   change (`lua/`), one typed wrapper each, plus the read side.
 //! - [`task`], [`clock`], [`error`], [`shutdown`]: the domain and its plumbing.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod local_redis;
 pub mod maintenance;
 pub mod node;
+pub mod nodes;
 pub mod shutdown;
 pub mod signals;
 pub mod store;

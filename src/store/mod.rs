@@ -21,6 +21,7 @@ mod requeue;
 mod retry;
 pub(crate) mod scripts;
 mod stats;
+mod timeout_stale;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub use query::{
     health_thresholds,
 };
 pub use stats::{Breakdown, DEFAULT_DAYS, MAX_DAYS, Statistics, StatsFilter};
+pub use timeout_stale::{StaleChunk, TIMEOUT_STALE_BATCH};
 
 use crate::clock::Clock;
 use crate::error::Result;

@@ -32,10 +32,11 @@ pub(crate) enum Name {
     AgentUpsert,
     List,
     QueueStatus,
+    TimeoutStale,
 }
 
 impl Name {
-    pub(crate) const ALL: [Name; 14] = [
+    pub(crate) const ALL: [Name; 15] = [
         Name::Create,
         Name::Claim,
         Name::Heartbeat,
@@ -50,6 +51,7 @@ impl Name {
         Name::AgentUpsert,
         Name::List,
         Name::QueueStatus,
+        Name::TimeoutStale,
     ];
 
     #[cfg(test)]
@@ -69,6 +71,7 @@ impl Name {
             Name::AgentUpsert => "agent_upsert",
             Name::List => "list",
             Name::QueueStatus => "queue_status",
+            Name::TimeoutStale => "timeout_stale",
         }
     }
 
@@ -88,6 +91,7 @@ impl Name {
             Name::AgentUpsert => include_str!("../../lua/agent_upsert.lua"),
             Name::List => include_str!("../../lua/list.lua"),
             Name::QueueStatus => include_str!("../../lua/queue_status.lua"),
+            Name::TimeoutStale => include_str!("../../lua/timeout_stale.lua"),
         }
     }
 }

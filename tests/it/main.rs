@@ -10,6 +10,7 @@
 mod claimers;
 mod faults;
 mod http_executor;
+mod ops;
 mod ordering;
 mod read_side;
 mod retries;
