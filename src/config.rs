@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api::ApiConfig;
+use crate::auth::{AuthConfig, Role};
 use crate::maintenance::MaintenanceConfig;
 use crate::store::StoreConfig;
 use crate::task::Limits;
@@ -40,6 +42,87 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure throughput, latency, Redis CPU and memory; prints JSON.
     Bench(crate::bench::BenchArgs),
+    /// Mint a JWT from the configured secret (prints the token).
+    Token(TokenArgs),
+}
+
+/// Token settings shared by `serve` and `token`.
+#[derive(Clone, Args)]
+pub struct AuthArgs {
+    /// HS256 secret of API tokens, at least 32 bytes. When absent, `serve`
+    /// makes one up for this run and logs an admin token (local use only).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Required `iss` claim, if any.
+    #[arg(long, env = "TASKHERD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if any.
+    #[arg(long, env = "TASKHERD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl std::fmt::Debug for AuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthArgs")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .finish()
+    }
+}
+
+impl AuthArgs {
+    /// The token settings; None when no secret is configured.
+    pub fn auth_config(&self) -> Option<AuthConfig> {
+        self.jwt_secret.as_ref().map(|secret| AuthConfig {
+            secret: secret.as_bytes().to_vec(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        })
+    }
+}
+
+/// Settings of `taskherd token`.
+#[derive(Clone, Debug, Args)]
+pub struct TokenArgs {
+    /// Subject: the principal's id (owner of the tasks it creates).
+    #[arg(long)]
+    pub sub: String,
+    /// Role.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Agent a worker token is bound to (required for --role worker).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Lifetime: a number with s, m, h or d (e.g. 30m, 12h, 90d).
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    /// Secret, issuer and audience.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Parses `30s`, `15m`, `12h`, `90d` (or plain seconds).
+pub fn parse_ttl(value: &str) -> Result<Duration, String> {
+    let (digits, unit) = value
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| value.split_at(i))
+        .unwrap_or((value, "s"));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration like 30m, 12h or 90d"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{value:?} is not a duration like 30m, 12h or 90d"))?;
+    Ok(Duration::from_secs(secs))
 }
 
 /// Settings of `taskherd serve`.
@@ -100,6 +183,18 @@ pub struct ServeArgs {
     /// Do not register the demo agents `echo` and `sleep`.
     #[arg(long, env = "TASKHERD_NO_DEMO_AGENTS")]
     pub no_demo_agents: bool,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated.
+    #[arg(long, env = "FRONTEND_URL", value_delimiter = ',')]
+    pub frontend_url: Vec<String>,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long, env = "TASKHERD_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Requests per second per token subject, shared by all nodes (0: off).
+    #[arg(long, env = "TASKHERD_RATE_LIMIT", default_value_t = crate::api::DEFAULT_RATE_LIMIT_PER_S)]
+    pub rate_limit: u32,
+    /// Token settings.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 impl ServeArgs {
@@ -147,7 +242,34 @@ impl ServeArgs {
         check(
             (1024..=64 * 1024 * 1024).contains(&self.max_data_bytes),
             "--max-data-bytes must be 1024 to 67108864",
-        )
+        )?;
+        check(
+            (1024..=256 * 1024 * 1024).contains(&self.max_body_bytes),
+            "--max-body-bytes must be 1024 to 268435456",
+        )?;
+        for origin in &self.frontend_url {
+            check(
+                origin.starts_with("http://") || origin.starts_with("https://"),
+                "FRONTEND_URL must be http(s) origins, comma-separated",
+            )?;
+        }
+        if let Some(auth) = self.auth.auth_config() {
+            crate::auth::Auth::new(auth)?;
+        }
+        Ok(())
+    }
+
+    /// HTTP settings.
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+            rate_limit_per_s: self.rate_limit,
+            cors_origins: self
+                .frontend_url
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
+        }
     }
 
     /// Store settings.

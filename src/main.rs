@@ -1,7 +1,8 @@
 //! The `taskherd` binary: parse config, init logging, run a subcommand.
 
 use clap::Parser;
-use taskherd::config::{Cli, Command, LogFormat, ServeArgs, default_node_id};
+use taskherd::auth::{Auth, AuthConfig, Role};
+use taskherd::config::{Cli, Command, LogFormat, ServeArgs, TokenArgs, default_node_id};
 use taskherd::local_redis::LocalRedis;
 use taskherd::node::{self, NodeConfig};
 use taskherd::worker::{Registry, demo};
@@ -25,6 +26,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => taskherd::bench::run(args).await,
+        Command::Token(args) => token(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -36,8 +38,42 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// `taskherd token`: prints a token signed with the configured secret.
+fn token(args: TokenArgs) -> taskherd::Result<()> {
+    let config = args.auth.auth_config().ok_or_else(|| {
+        taskherd::Error::Config("set JWT_SECRET (or --jwt-secret) to mint tokens".into())
+    })?;
+    let auth = Auth::new(config)?;
+    println!(
+        "{}",
+        auth.mint(&args.sub, args.role, args.agent.as_deref(), args.ttl)?
+    );
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> taskherd::Result<()> {
     args.validate()?;
+    let auth = match args.auth.auth_config() {
+        Some(config) => config,
+        None => {
+            let config = AuthConfig {
+                issuer: args.auth.jwt_issuer.clone(),
+                audience: args.auth.jwt_audience.clone(),
+                ..AuthConfig::random()
+            };
+            let admin = Auth::new(config.clone())?.mint(
+                "local-admin",
+                Role::Admin,
+                None,
+                std::time::Duration::from_secs(86_400),
+            )?;
+            tracing::warn!(
+                "no JWT_SECRET configured: using a random secret for this run only (local use; \
+                 set JWT_SECRET for anything else). Admin token, valid 24 h: {admin}"
+            );
+            config
+        }
+    };
     // A node-managed Redis when none is configured; stopped cleanly at exit.
     let mut local = None;
     let redis_url = match &args.redis_url {
@@ -62,6 +98,8 @@ async fn serve(args: ServeArgs) -> taskherd::Result<()> {
         worker: (!args.no_worker).then(|| args.worker_config(&node_id)),
         maintenance: (!args.no_maintenance).then(|| args.maintenance_config()),
         clock: taskherd::clock::Clock::redis(),
+        api: args.api_config(),
+        auth,
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let (trigger, shutdown) = taskherd::shutdown::channel();

@@ -6,7 +6,8 @@
 //!    are handed back to QUEUED without spending an attempt; results flushed;
 //! 2. maintenance loops stop;
 //! 3. the HTTP server stops (health answered "draining" until here);
-//! 4. the signal subscription and the Redis pool close.
+//! 4. the node leaves the live-node list; the signal subscription and the
+//!    Redis pool close.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use poem::Server;
 use poem::listener::{Acceptor, TcpAcceptor};
 
-use crate::api::{self, AppState};
+use crate::api::{self, ApiConfig, AppState};
+use crate::auth::{Auth, AuthConfig};
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::maintenance::{self, MaintenanceConfig};
@@ -38,6 +40,10 @@ pub struct NodeConfig {
     pub maintenance: Option<MaintenanceConfig>,
     /// Clock for scripts (Redis' own in production).
     pub clock: Clock,
+    /// HTTP settings.
+    pub api: ApiConfig,
+    /// Token settings.
+    pub auth: AuthConfig,
 }
 
 /// A started node.
@@ -59,6 +65,7 @@ pub async fn run(
     mut shutdown: Shutdown,
     on_start: impl FnOnce(Node),
 ) -> Result<()> {
+    let auth = Auth::new(config.auth.clone())?;
     let store = Store::connect(
         &config.redis_url,
         config.redis_pool,
@@ -104,12 +111,38 @@ pub async fn run(
         ))
     });
 
+    let mut roles = vec!["api".to_string()];
+    if runtime.is_some() {
+        roles.push("worker".into());
+    }
+    if maintenance_task.is_some() {
+        roles.push("maintenance".into());
+    }
+    let registry_task = tokio::spawn(crate::nodes::run(
+        store.clone(),
+        crate::nodes::NodeInfo {
+            node_id: node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: store.now_ms().await.unwrap_or(0),
+            last_seen_at: 0,
+            roles,
+            worker: None,
+        },
+        runtime.clone(),
+        crate::nodes::DEFAULT_EVERY,
+        inner_shutdown.clone(),
+    ));
+
     let state = Arc::new(AppState {
         store: store.clone(),
         runtime: runtime.clone(),
         node_id: node_id.clone(),
         draining: AtomicBool::new(false),
         maxmemory_policy: policy,
+        limiter: api::ratelimit::RateLimiter::new(config.api.rate_limit_per_s),
+        config: config.api.clone(),
+        auth,
+        signals: signals.clone(),
     });
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let local_addr = acceptor
@@ -145,6 +178,7 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = server.await;
+    let _ = registry_task.await;
     let _ = signal_task.await;
     let _ = fred::interfaces::ClientLike::quit(store.pool()).await;
     tracing::info!("node stopped");

@@ -27,6 +27,9 @@ pub struct Signals {
     pub stop: broadcast::Sender<(String, String)>,
     /// Agents this node's workers serve; wake-ups for others are ignored.
     pub served: Arc<RwLock<HashSet<String>>>,
+    /// Every agent that got ready work, for long-polling external workers
+    /// (sent only while someone listens).
+    pub ready: broadcast::Sender<Arc<str>>,
 }
 
 impl Default for Signals {
@@ -36,6 +39,7 @@ impl Default for Signals {
             delayed: Arc::new(Notify::new()),
             stop: broadcast::channel(4096).0,
             served: Arc::new(RwLock::new(HashSet::new())),
+            ready: broadcast::channel(1024).0,
         }
     }
 }
@@ -49,6 +53,9 @@ impl Signals {
 
     fn dispatch(&self, message: &str) {
         if let Some(agent) = message.strip_prefix("w:") {
+            if self.ready.receiver_count() > 0 {
+                let _ = self.ready.send(Arc::from(agent));
+            }
             let served = self
                 .served
                 .read()

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Task status as the seeds name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Ready, or waiting for its `runAt` / retry backoff.
     Queued,
@@ -64,9 +65,21 @@ impl TaskStatus {
 
 /// Claim order: URGENT > HIGH > NORMAL > LOW.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    poem_openapi::Enum,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Priority {
     /// Claimed before everything else.
     Urgent,
@@ -105,8 +118,13 @@ impl Priority {
 }
 
 /// Measurements of one attempt, reported by the handler.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(
+    rename_all = "camelCase",
+    skip_serializing_if_is_none,
+    deny_unknown_fields
+)]
 pub struct TaskMetrics {
     /// Wall time the handler reports (ms); the queue measures its own too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,8 +138,9 @@ pub struct TaskMetrics {
 }
 
 /// A task as stored. Times are Unix milliseconds from Redis' clock.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Task {
     /// `task_` + ULID: time-ordered and unique.
     pub id: String,

@@ -3,50 +3,102 @@
 //! 200 when Redis answers, 503 when it does not.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use poem::http::StatusCode;
-use poem::web::{Data, Json};
-use poem::{IntoResponse, Response, handler};
-use serde_json::json;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::AppState;
+use super::models::ApiTags;
 
-#[handler]
-pub(super) async fn health(Data(state): Data<&Arc<AppState>>) -> Response {
-    let started = Instant::now();
-    let reachable = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let policy_ok = state.maxmemory_policy == "noeviction";
-    let draining = state.draining.load(Ordering::Relaxed);
-    let status = if !reachable {
-        "unavailable"
-    } else if draining || !policy_ok {
-        "degraded"
-    } else {
-        "ok"
-    };
-    let body = json!({
-        "status": status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "nodeId": state.node_id,
-        "draining": draining,
-        "redis": {
-            "reachable": reachable,
-            "latencyMs": (latency_ms * 100.0).round() / 100.0,
-            "maxmemoryPolicy": state.maxmemory_policy,
-            "warning": (!policy_ok).then_some("maxmemory-policy is not noeviction: Redis may evict queued tasks"),
-        },
-        "worker": state.runtime.as_ref().map(|r| r.stats()),
-    });
-    let code = if reachable {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Json(body).with_status(code).into_response()
+pub(super) struct HealthApi;
+
+/// The node's Redis as seen from here.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+struct RedisHealth {
+    /// Whether Redis answered a PING within 2 s.
+    reachable: bool,
+    /// PING round trip (ms).
+    latency_ms: f64,
+    /// Redis' maxmemory-policy (should be noeviction).
+    maxmemory_policy: String,
+    /// Set when the policy may evict tasks.
+    warning: Option<String>,
+}
+
+/// A node's health.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+struct HealthReport {
+    /// `ok`, `degraded` (draining, or Redis may evict) or `unavailable`
+    /// (Redis unreachable).
+    status: String,
+    /// taskherd version.
+    version: String,
+    /// This node's id.
+    node_id: String,
+    /// Shutting down.
+    draining: bool,
+    /// Redis.
+    redis: RedisHealth,
+    /// This node's workers (absent when the node runs none).
+    worker: Option<serde_json::Value>,
+}
+
+#[derive(ApiResponse)]
+enum HealthResponse {
+    /// Redis answers (status `ok` or `degraded`).
+    #[oai(status = 200)]
+    Ok(Json<HealthReport>),
+    /// Redis does not answer.
+    #[oai(status = 503)]
+    Unavailable(Json<HealthReport>),
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Node health (no auth)
+    #[oai(path = "/api/ai/tasks/health", method = "get", operation_id = "health")]
+    async fn health(&self, Data(state): Data<&Arc<AppState>>) -> HealthResponse {
+        let started = Instant::now();
+        let reachable = matches!(
+            tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+            Ok(Ok(()))
+        );
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let policy_ok = state.maxmemory_policy == "noeviction";
+        let draining = state.is_draining();
+        let status = if !reachable {
+            "unavailable"
+        } else if draining || !policy_ok {
+            "degraded"
+        } else {
+            "ok"
+        };
+        let report = HealthReport {
+            status: status.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            node_id: state.node_id.clone(),
+            draining,
+            redis: RedisHealth {
+                reachable,
+                latency_ms: (latency_ms * 100.0).round() / 100.0,
+                maxmemory_policy: state.maxmemory_policy.clone(),
+                warning: (!policy_ok).then(|| {
+                    "maxmemory-policy is not noeviction: Redis may evict queued tasks".into()
+                }),
+            },
+            worker: state
+                .runtime
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r.stats()).ok()),
+        };
+        if reachable {
+            HealthResponse::Ok(Json(report))
+        } else {
+            HealthResponse::Unavailable(Json(report))
+        }
+    }
 }

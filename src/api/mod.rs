@@ -1,16 +1,68 @@
-//! The node's HTTP server. One poem `Route` tree; the health endpoint is here
-//! now, and the REST API, GraphQL and the Socket.IO feed mount beside it on
-//! the same port (see [`routes`]).
+//! The node's HTTP server: one poem `Route` tree on one port.
+//!
+//! - `/api/ai/...`: the REST API (poem-openapi; [`tasks`], [`workers`],
+//!   [`agents`], [`health`]), spec at `/api/openapi.json`, Swagger UI at
+//!   `/api/docs` (served by the node, no internet needed);
+//! - GraphQL and the Socket.IO feed mount beside it in [`routes`].
+//!
+//! Every request passes, outermost first: CORS (origins from
+//! `FRONTEND_URL`), the request id (`X-Request-Id`, taken from the client
+//! when well-formed, else a fresh ULID; on every response and in the request's
+//! log span), the body size limit (413), and the error renderer that gives
+//! every failure the one error body of [`error`].
 
+mod agents;
+pub mod error;
 mod health;
+pub mod models;
+pub mod ratelimit;
+mod tasks;
+mod workers;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use poem::{EndpointExt, Route};
+use poem::http::{HeaderValue, Method, StatusCode};
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::auth::Bearer;
+use poem_openapi::{OpenApiService, SecurityScheme};
+use tracing::Instrument;
 
+use crate::auth::{Auth, Principal};
+use crate::signals::Signals;
 use crate::store::Store;
 use crate::worker::Runtime;
+use error::ApiError;
+use ratelimit::RateLimiter;
+
+/// HTTP settings of a node.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest request body (bytes); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Requests per second per token subject, shared by all nodes; 0: off.
+    pub rate_limit_per_s: u32,
+    /// Origins allowed by CORS (`FRONTEND_URL`, comma-separated); none: no
+    /// cross-origin access.
+    pub cors_origins: Vec<String>,
+}
+
+/// Default request body limit: 2 MiB (a 1 MiB inputData plus JSON escaping).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Default rate limit per principal (requests per second).
+pub const DEFAULT_RATE_LIMIT_PER_S: u32 = 200;
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            rate_limit_per_s: DEFAULT_RATE_LIMIT_PER_S,
+            cors_origins: Vec::new(),
+        }
+    }
+}
 
 /// What every HTTP handler can reach.
 pub struct AppState {
@@ -20,16 +72,198 @@ pub struct AppState {
     pub runtime: Option<Runtime>,
     /// This node's id.
     pub node_id: String,
-    /// Set when shutdown began (health then reports `draining` and status
-    /// `degraded`; separate liveness/readiness probes come with operations).
+    /// Set when shutdown began (health then reports `draining`).
     pub draining: AtomicBool,
     /// Redis' eviction policy as read at start-up.
     pub maxmemory_policy: String,
+    /// Token verification.
+    pub auth: Auth,
+    /// HTTP settings.
+    pub config: ApiConfig,
+    /// Shared rate limit.
+    pub limiter: RateLimiter,
+    /// Wake-ups from Redis (long-polling claims wait on them).
+    pub signals: Signals,
+}
+
+impl AppState {
+    /// Whether the node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// `Authorization: Bearer <JWT>` (HS256). Rate-limited per subject.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_token")]
+pub struct BearerAuth(pub Principal);
+
+async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    let state = req
+        .data::<Arc<AppState>>()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "no state"))?;
+    let principal = state.auth.verify(&bearer.token).map_err(ApiError::from)?;
+    state.limiter.check(&state.store, &principal.sub).await?;
+    tracing::Span::current().record("sub", principal.sub.as_str());
+    Ok(principal)
+}
+
+/// The OpenAPI document of the REST API (JSON).
+pub fn spec_json() -> String {
+    openapi().spec()
+}
+
+fn openapi() -> OpenApiService<
+    (
+        tasks::TasksApi,
+        workers::WorkersApi,
+        agents::AgentsApi,
+        health::HealthApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (
+            tasks::TasksApi,
+            workers::WorkersApi,
+            agents::AgentsApi,
+            health::HealthApi,
+        ),
+        "taskherd",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Redis-native distributed job queue for AI-agent tasks. Every route but \
+         health and docs needs `Authorization: Bearer <JWT>` (HS256). Errors have \
+         one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`. Times are \
+         Unix milliseconds.",
+    )
 }
 
 /// Every route of the node.
-pub fn routes(state: Arc<AppState>) -> impl poem::Endpoint {
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let api = openapi();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let max_body = state.config.max_body_bytes;
+    let cors = cors(&state.config.cors_origins);
     Route::new()
-        .at("/api/ai/tasks/health", poem::get(health::health))
+        .at("/api/openapi.json", spec)
+        .nest("/api/docs", docs)
+        .nest("/", api)
         .data(state)
+        .catch_all_error(|e| async move { error::render(e) })
+        .around(move |ep, req| body_limit(ep, req, max_body))
+        .around(request_id)
+        .with(cors)
 }
+
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+        ])
+        .expose_headers(["x-request-id", "retry-after"])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allow_origin(origin.as_str());
+    }
+    if origins.is_empty() {
+        // No FRONTEND_URL: no browser origin is allowed.
+        cors = cors.allow_origins_fn(|_| false);
+    }
+    cors
+}
+
+/// Request ids clients may choose: 1..=64 of `[A-Za-z0-9_.-]`.
+fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+async fn request_id<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
+    let id = req
+        .header("x-request-id")
+        .filter(|id| valid_request_id(id))
+        .map(str::to_string)
+        .unwrap_or_else(|| ulid::Ulid::generate().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        sub = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let result = ep.call(req).instrument(span.clone()).await;
+    let mut resp = match result {
+        Ok(r) => r.into_response(),
+        Err(e) => error::render(e),
+    };
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request done"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    Ok(resp)
+}
+
+async fn body_limit<E: Endpoint>(ep: E, mut req: Request, max: usize) -> poem::Result<Response> {
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Ok(too_large(max));
+    }
+    if declared.is_none() && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        // A body of unknown length (chunked): count it while it is read.
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = req.take_body();
+        req.set_body(limited_body(body, max, exceeded.clone()));
+        let resp = ep.call(req).await.map(IntoResponse::into_response);
+        if exceeded.load(Ordering::Relaxed) {
+            return Ok(too_large(max));
+        }
+        return resp;
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+fn too_large(max: usize) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!("request body larger than {max} bytes"),
+    )
+    .to_response()
+}
+
+fn limited_body(body: poem::Body, max: usize, exceeded: Arc<AtomicBool>) -> poem::Body {
+    use futures::StreamExt;
+    let mut seen = 0usize;
+    let stream = body.into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > max {
+            exceeded.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("request body too large"));
+        }
+        Ok(chunk)
+    });
+    poem::Body::from_bytes_stream(stream)
+}
+
+/// Long-poll waits are cut to this, whatever the client asks.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);

@@ -45,8 +45,9 @@ pub struct ListFilter {
 }
 
 /// One page of tasks, newest first.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct TaskPage {
     /// The tasks.
     pub tasks: Vec<Task>,
@@ -77,8 +78,9 @@ pub mod health_thresholds {
 }
 
 /// healthy / warning / critical.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum)]
 #[serde(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase")]
 pub enum QueueHealth {
     /// Work is being picked up promptly.
     Healthy,
@@ -89,8 +91,9 @@ pub enum QueueHealth {
 }
 
 /// One agent's queue.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct AgentQueue {
     /// Agent id.
     pub agent_id: String,
@@ -103,8 +106,9 @@ pub struct AgentQueue {
 }
 
 /// The queue's shape at one instant.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct QueueStatus {
     /// Live tasks (not yet cleaned up).
     pub total_tasks: u64,

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use taskherd::api::ApiConfig;
+use taskherd::auth::{Auth, AuthConfig, Role};
 use taskherd::clock::Clock;
 use taskherd::local_redis::LocalRedis;
 use taskherd::maintenance::MaintenanceConfig;
@@ -103,7 +105,36 @@ pub fn node_config(url: &str, worker: Option<WorkerConfig>, clock: Clock) -> Nod
             ..MaintenanceConfig::default()
         }),
         clock,
+        api: ApiConfig {
+            rate_limit_per_s: 100_000,
+            ..ApiConfig::default()
+        },
+        auth: test_auth_config(),
     }
+}
+
+/// The secret every test node signs tokens with.
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+pub fn test_auth_config() -> AuthConfig {
+    AuthConfig {
+        secret: TEST_SECRET.as_bytes().to_vec(),
+        issuer: None,
+        audience: None,
+    }
+}
+
+/// A token for test nodes (one hour).
+pub fn token(sub: &str, role: Role, agent: Option<&str>) -> String {
+    Auth::new(test_auth_config())
+        .expect("test secret is long enough")
+        .mint(sub, role, agent, Duration::from_secs(3600))
+        .expect("token mints")
+}
+
+/// An admin token for test nodes.
+pub fn admin_token() -> String {
+    token("test-admin", Role::Admin, None)
 }
 
 /// Worker settings for tests.

@@ -1,0 +1,144 @@
+//! Agent records and the list of live nodes.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::error::{ApiError, Errors, status as s};
+use super::models::{AgentInput, AgentList, ApiTags, NodeList};
+use super::{AppState, BearerAuth};
+use crate::store::Agent;
+
+pub(super) struct AgentsApi;
+
+/// 201 for a new agent, 200 for an update.
+#[derive(ApiResponse)]
+enum PutAgentResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<Agent>),
+    /// Updated.
+    #[oai(status = 200)]
+    Updated(Json<Agent>),
+}
+
+/// 204 when deleted.
+#[derive(ApiResponse)]
+enum DeleteAgentResponse {
+    /// Deleted (its tasks stay and keep waiting).
+    #[oai(status = 204)]
+    Deleted,
+}
+
+fn agent_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "AGENT_NOT_FOUND",
+        format!("agent {id} not found"),
+    )
+}
+
+#[OpenApi(tag = "ApiTags::Agents")]
+impl AgentsApi {
+    /// List agents
+    ///
+    /// Every agent with a record. Agents only named by tasks have none; they
+    /// show up in queue status.
+    #[oai(path = "/api/ai/agents", method = "get", operation_id = "listAgents")]
+    async fn list(
+        &self,
+        BearerAuth(_principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+    ) -> Result<Json<AgentList>, Errors<{ s::AUTHED }>> {
+        Ok(Json(AgentList {
+            agents: state.store.list_agents().await?,
+        }))
+    }
+
+    /// Get an agent
+    #[oai(path = "/api/ai/agents/:id", method = "get", operation_id = "getAgent")]
+    async fn get(
+        &self,
+        BearerAuth(_principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Agent id.
+        id: Path<String>,
+    ) -> Result<Json<Agent>, Errors<{ s::AUTHED | s::NOT_FOUND }>> {
+        match state.store.get_agent(&id.0).await? {
+            Some(agent) => Ok(Json(agent)),
+            None => Err(agent_not_found(&id.0).into()),
+        }
+    }
+
+    /// Create or update an agent (admin)
+    ///
+    /// `kind` says how its tasks run: HANDLER (a Rust handler registered in
+    /// the nodes), HTTP (the built-in executor posts each task to `endpoint`)
+    /// or EXTERNAL (workers claim over this API). Nodes pick changes up
+    /// within seconds.
+    #[oai(path = "/api/ai/agents/:id", method = "put", operation_id = "putAgent")]
+    async fn put(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Agent id (letters, digits, `_ . -`).
+        #[oai(validator(min_length = 1, max_length = 128))]
+        id: Path<String>,
+        body: Json<AgentInput>,
+    ) -> Result<PutAgentResponse, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
+        principal.require_admin()?;
+        let agent = body.0.into_agent(id.0);
+        let created = state.store.upsert_agent(&agent).await?;
+        Ok(if created {
+            PutAgentResponse::Created(Json(agent))
+        } else {
+            PutAgentResponse::Updated(Json(agent))
+        })
+    }
+
+    /// Delete an agent (admin)
+    ///
+    /// Removes the record; the agent's tasks stay and keep waiting.
+    #[oai(
+        path = "/api/ai/agents/:id",
+        method = "delete",
+        operation_id = "deleteAgent"
+    )]
+    async fn delete(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Agent id.
+        id: Path<String>,
+    ) -> Result<DeleteAgentResponse, Errors<{ s::AUTHED | s::FORBIDDEN | s::NOT_FOUND }>> {
+        principal.require_admin()?;
+        if state.store.delete_agent(&id.0).await? {
+            Ok(DeleteAgentResponse::Deleted)
+        } else {
+            Err(agent_not_found(&id.0).into())
+        }
+    }
+
+    /// Live nodes
+    ///
+    /// Every node that reported in the last 15 seconds, with its roles and
+    /// its workers' counters.
+    #[oai(
+        path = "/api/ai/nodes",
+        method = "get",
+        operation_id = "listNodes",
+        tag = "ApiTags::Monitoring"
+    )]
+    async fn nodes(
+        &self,
+        BearerAuth(_principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+    ) -> Result<Json<NodeList>, Errors<{ s::AUTHED }>> {
+        let nodes = crate::nodes::list(&state.store, crate::nodes::DEFAULT_STALE_AFTER).await?;
+        Ok(Json(NodeList { nodes }))
+    }
+}

@@ -1,0 +1,445 @@
+//! The seeds' task endpoints under `/api/ai/tasks`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::error::{ApiError, Errors, status as s};
+use super::models::{
+    ApiTags, BatchCreateRequest, BatchCreateResult, CleanupResult, CreateTaskRequest, TimeoutResult,
+};
+use super::{AppState, BearerAuth};
+use crate::auth::{Principal, Role};
+use crate::store::{ListFilter, QueueStatus, Statistics, StatsFilter, TaskPage};
+use crate::task::{Priority, Task, TaskStatus};
+
+pub(super) struct TasksApi;
+
+/// 201 for a new task, 200 when the idempotency key matched an existing one.
+#[derive(ApiResponse)]
+enum CreateResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<Task>),
+    /// An earlier request with the same idempotency key created this task.
+    #[oai(status = 200)]
+    Existing(Json<Task>),
+}
+
+const GET_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::NOT_FOUND;
+const CHANGE_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN | s::NOT_FOUND | s::CONFLICT;
+const ADMIN_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN;
+
+/// A task the principal may see, or 404 (the same answer whether it does
+/// not exist or belongs to someone else, so nothing leaks).
+pub(super) async fn visible_task(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Task, ApiError> {
+    match state.store.get(id).await? {
+        Some(task) if principal.can_see(&task) => Ok(task),
+        _ => Err(ApiError::task_not_found(id)),
+    }
+}
+
+/// A time parameter: Unix ms or RFC 3339.
+fn parse_time(what: &str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            ApiError::validation(format!(
+                "{what} must be Unix milliseconds or an RFC 3339 date-time"
+            ))
+        })
+}
+
+fn parse_range(
+    start: Option<&str>,
+    end: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), ApiError> {
+    let from = start.map(|v| parse_time("startDate", v)).transpose()?;
+    let to = end.map(|v| parse_time("endDate", v)).transpose()?;
+    if let (Some(a), Some(b)) = (from, to)
+        && a > b
+    {
+        return Err(ApiError::validation("startDate is after endDate"));
+    }
+    Ok((from, to))
+}
+
+#[OpenApi(tag = "ApiTags::Tasks")]
+impl TasksApi {
+    /// Create a task
+    ///
+    /// Queues a task for its agent. The task is owned by the token's subject.
+    /// With an idempotency key (header `Idempotency-Key` or field
+    /// `idempotencyKey`), a repeat from the same owner returns the first task
+    /// with 200 instead of creating another.
+    #[oai(path = "/api/ai/tasks", method = "post", operation_id = "createTask")]
+    async fn create(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Same as the `idempotencyKey` field.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        body: Json<CreateTaskRequest>,
+    ) -> Result<CreateResponse, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
+        principal.require_submitter()?;
+        let mut req = body.0;
+        match (idempotency_key.0, &req.idempotency_key) {
+            (Some(h), Some(f)) if &h != f => {
+                return Err(ApiError::validation(
+                    "Idempotency-Key header and idempotencyKey field differ",
+                )
+                .into());
+            }
+            (Some(h), None) => req.idempotency_key = Some(h),
+            _ => {}
+        }
+        let created = state
+            .store
+            .create(req.into_new(principal.owner_id()))
+            .await?;
+        Ok(if created.created {
+            CreateResponse::Created(Json(created.task))
+        } else {
+            CreateResponse::Existing(Json(created.task))
+        })
+    }
+
+    /// List tasks
+    ///
+    /// Newest first. Users see their own tasks, workers their agent's, admins
+    /// all. Page with `page` (deep offsets are capped at 10,000 tasks) or with
+    /// the `nextCursor` of the previous page (any depth, stable under new
+    /// tasks).
+    #[oai(path = "/api/ai/tasks", method = "get", operation_id = "listTasks")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Only this status.
+        status: Query<Option<TaskStatus>>,
+        /// Only this priority.
+        priority: Query<Option<Priority>>,
+        /// Only this agent.
+        #[oai(name = "agentId", validator(min_length = 1, max_length = 128))]
+        agent_id: Query<Option<String>>,
+        /// Only this task type.
+        #[oai(name = "taskType", validator(min_length = 1, max_length = 128))]
+        task_type: Query<Option<String>>,
+        /// Created at or after (Unix ms or RFC 3339).
+        #[oai(name = "startDate", validator(max_length = 64))]
+        start_date: Query<Option<String>>,
+        /// Created at or before (Unix ms or RFC 3339).
+        #[oai(name = "endDate", validator(max_length = 64))]
+        end_date: Query<Option<String>>,
+        /// Page number, from 1.
+        #[oai(
+            default = "default_page",
+            validator(minimum(value = "1"), maximum(value = "10001"))
+        )]
+        page: Query<u32>,
+        /// Tasks per page, 1 to 100.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<u32>,
+        /// `nextCursor` of the previous page (then `page` is ignored).
+        #[oai(validator(max_length = 256))]
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<TaskPage>, Errors<GET_ERRORS>> {
+        let (from, to) = parse_range(start_date.0.as_deref(), end_date.0.as_deref())?;
+        let mut filter = ListFilter {
+            status: status.0,
+            priority: priority.0,
+            agent_id: agent_id.0,
+            task_type: task_type.0,
+            owner_id: None,
+            created_from_ms: from,
+            created_to_ms: to,
+            page: page.0,
+            limit: limit.0,
+            cursor: cursor.0,
+        };
+        match principal.role {
+            Role::Admin => {}
+            Role::User => filter.owner_id = Some(principal.sub.clone()),
+            Role::Worker => {
+                if filter.agent_id.is_some() && filter.agent_id != principal.agent {
+                    // Another agent's tasks are invisible: an empty page.
+                    return Ok(Json(TaskPage {
+                        tasks: Vec::new(),
+                        total_count: 0,
+                        current_page: filter.page,
+                        total_pages: 0,
+                        limit: filter.limit,
+                        has_next_page: false,
+                        next_cursor: None,
+                    }));
+                }
+                filter.agent_id = principal.agent.clone();
+            }
+        }
+        Ok(Json(state.store.list(&filter).await?))
+    }
+
+    /// Get a task
+    ///
+    /// 404 when it does not exist or is not visible to the token.
+    #[oai(path = "/api/ai/tasks/:id", method = "get", operation_id = "getTask")]
+    async fn get(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Task id (`task_` + ULID).
+        id: Path<String>,
+    ) -> Result<Json<Task>, Errors<GET_ERRORS>> {
+        Ok(Json(visible_task(state, &principal, &id.0).await?))
+    }
+
+    /// Cancel a task
+    ///
+    /// A QUEUED task is cancelled at once; a PROCESSING one is cancelled and
+    /// its worker told to stop (its late result is refused). 409 when the task
+    /// already ended.
+    #[oai(
+        path = "/api/ai/tasks/:id/cancel",
+        method = "put",
+        operation_id = "cancelTask"
+    )]
+    async fn cancel(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Task id.
+        id: Path<String>,
+    ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
+        principal.require_submitter()?;
+        visible_task(state, &principal, &id.0).await?;
+        let reason = format!("cancelled by {}", principal.sub);
+        state.store.cancel(&id.0, Some(&reason)).await?;
+        Ok(Json(visible_task(state, &principal, &id.0).await?))
+    }
+
+    /// Retry a task
+    ///
+    /// Puts a FAILED, TIMEOUT or CANCELLED task back in its queue with fresh
+    /// attempts. 409 for a task in any other status.
+    #[oai(
+        path = "/api/ai/tasks/:id/retry",
+        method = "post",
+        operation_id = "retryTask"
+    )]
+    async fn retry(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Task id.
+        id: Path<String>,
+    ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
+        principal.require_submitter()?;
+        visible_task(state, &principal, &id.0).await?;
+        state.store.retry(&id.0).await?;
+        Ok(Json(visible_task(state, &principal, &id.0).await?))
+    }
+
+    /// Retry a task (deprecated GET form)
+    ///
+    /// The seeds' `GET /api/ai/tasks/:id/retry`; use `POST` instead.
+    #[oai(
+        path = "/api/ai/tasks/:id/retry",
+        method = "get",
+        operation_id = "retryTaskLegacy",
+        deprecated
+    )]
+    async fn retry_legacy(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<AppState>>,
+        /// Task id.
+        id: Path<String>,
+    ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
+        self.retry(auth, state, id).await
+    }
+
+    /// Create up to 100 tasks at once
+    ///
+    /// All or nothing: when any item is invalid, nothing is created and the
+    /// 400 answer lists each refused item (`details.items[].index`).
+    #[oai(
+        path = "/api/ai/tasks/batch",
+        method = "post",
+        operation_id = "createTasksBatch"
+    )]
+    async fn batch(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        body: Json<BatchCreateRequest>,
+    ) -> Result<BatchCreated, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
+        principal.require_submitter()?;
+        let items = body
+            .0
+            .tasks
+            .into_iter()
+            .map(|t| t.into_new(principal.owner_id()))
+            .collect();
+        let created = state.store.create_batch(items).await?;
+        let created_count = created.iter().filter(|c| c.created).count() as u32;
+        let existing_count = created.len() as u32 - created_count;
+        Ok(BatchCreated::Created(Json(BatchCreateResult {
+            tasks: created.into_iter().map(|c| c.task).collect(),
+            created_count,
+            existing_count,
+        })))
+    }
+
+    /// Queue status
+    ///
+    /// Counts per status, ready tasks per priority and per agent, the oldest
+    /// waiting task's age, and queueHealth: `critical` when the oldest ready
+    /// task waited over 5 min or more than 10,000 are ready, `warning` over
+    /// 1 min or 1,000, else `healthy`.
+    #[oai(
+        path = "/api/ai/tasks/queue/status",
+        method = "get",
+        operation_id = "queueStatus",
+        tag = "ApiTags::Monitoring"
+    )]
+    async fn queue_status(
+        &self,
+        BearerAuth(_principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+    ) -> Result<Json<QueueStatus>, Errors<{ s::AUTHED }>> {
+        Ok(Json(state.store.queue_status().await?))
+    }
+
+    /// Statistics
+    ///
+    /// Outcomes by agent and task type over whole UTC days (default: the last
+    /// 30; at most 366). Kept apart from the tasks, so they survive cleanup.
+    #[oai(
+        path = "/api/ai/tasks/statistics/summary",
+        method = "get",
+        operation_id = "taskStatistics",
+        tag = "ApiTags::Monitoring"
+    )]
+    async fn statistics(
+        &self,
+        BearerAuth(_principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Only this agent.
+        #[oai(name = "agentId", validator(min_length = 1, max_length = 128))]
+        agent_id: Query<Option<String>>,
+        /// Only this task type.
+        #[oai(name = "taskType", validator(min_length = 1, max_length = 128))]
+        task_type: Query<Option<String>>,
+        /// First day (Unix ms or RFC 3339).
+        #[oai(name = "startDate", validator(max_length = 64))]
+        start_date: Query<Option<String>>,
+        /// Last day (Unix ms or RFC 3339).
+        #[oai(name = "endDate", validator(max_length = 64))]
+        end_date: Query<Option<String>>,
+    ) -> Result<Json<Statistics>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
+        let (from_ms, to_ms) = parse_range(start_date.0.as_deref(), end_date.0.as_deref())?;
+        let filter = StatsFilter {
+            agent_id: agent_id.0,
+            task_type: task_type.0,
+            from_ms,
+            to_ms,
+        };
+        Ok(Json(state.store.statistics(&filter).await?))
+    }
+
+    /// Delete old finished tasks (admin)
+    ///
+    /// Deletes COMPLETED, FAILED, CANCELLED and TIMEOUT tasks that ended more
+    /// than the retention ago (the node's setting, 7 days by default), in
+    /// bounded batches. Statistics are kept.
+    #[oai(
+        path = "/api/ai/tasks/cleanup/old",
+        method = "post",
+        operation_id = "cleanupOldTasks",
+        tag = "ApiTags::Admin"
+    )]
+    async fn cleanup_old(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+    ) -> Result<Json<CleanupResult>, Errors<{ s::AUTHED | s::FORBIDDEN }>> {
+        principal.require_admin()?;
+        let retention = state.store.config().retention;
+        let deleted_count = state.store.cleanup(retention).await?;
+        Ok(Json(CleanupResult {
+            deleted_count,
+            retention_days: retention.as_secs() / 86_400,
+        }))
+    }
+
+    /// Time out stale attempts (admin)
+    ///
+    /// Without `timeoutMs`: runs the reaper now, ending
+    /// attempts past their own timeoutMs or lease. With `timeoutMs`: also ends
+    /// every attempt that has run longer than that. Ended attempts are
+    /// retried while attempts remain (TIMEOUT otherwise), like any timeout.
+    #[oai(
+        path = "/api/ai/tasks/cleanup/timeout-stale",
+        method = "post",
+        operation_id = "timeoutStaleTasks",
+        tag = "ApiTags::Admin"
+    )]
+    async fn timeout_stale(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Also end attempts that have run longer than this (ms).
+        #[oai(
+            name = "timeoutMs",
+            validator(minimum(value = "1"), maximum(value = "604800000"))
+        )]
+        timeout_ms: Query<Option<u64>>,
+    ) -> Result<Json<TimeoutResult>, Errors<ADMIN_ERRORS>> {
+        principal.require_admin()?;
+        let mut timed_out_count = 0;
+        // The reaper's rule first, in bounded passes.
+        for _ in 0..1_000 {
+            let pass = state.store.reap(1000).await?;
+            timed_out_count += pass.handled;
+            if pass.handled < 1000 {
+                break;
+            }
+        }
+        if let Some(ms) = timeout_ms.0 {
+            timed_out_count += state.store.timeout_stale(Duration::from_millis(ms)).await?;
+        }
+        Ok(Json(TimeoutResult { timed_out_count }))
+    }
+}
+
+/// 201 with the batch's tasks.
+#[derive(ApiResponse)]
+enum BatchCreated {
+    /// Created (or found by idempotency key), in request order.
+    #[oai(status = 201)]
+    Created(Json<BatchCreateResult>),
+}
+
+fn default_page() -> u32 {
+    1
+}
+
+fn default_limit() -> u32 {
+    20
+}
