@@ -165,14 +165,21 @@ impl Auth {
         validation.leeway = LEEWAY_S;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not just match
+        // when present.
+        let mut required = vec!["exp", "sub"];
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             decoding: DecodingKey::from_secret(&config.secret),
             encoding: EncodingKey::from_secret(&config.secret),

@@ -25,35 +25,30 @@ pub enum ApiTags {
     Health,
 }
 
-/// A task to create. The owner is the token's subject.
+/// A task to create. The owner is the token's subject. Field limits are
+/// checked by the queue (not the schema), so a refused batch can name each
+/// refused item.
 #[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTaskRequest {
     /// Agent that should run it (letters, digits, `_ . -`; at most 128).
-    #[oai(validator(min_length = 1, max_length = 128))]
     pub agent_id: String,
     /// Kind of work (same characters as agentId).
-    #[oai(validator(min_length = 1, max_length = 128))]
     pub task_type: String,
     /// Input for the agent (any JSON, at most 1 MiB serialized by default).
     pub input_data: Option<Value>,
     /// Claim priority (default NORMAL).
     pub priority: Option<Priority>,
     /// Retries after the first attempt (default 3, at most 100).
-    #[oai(validator(maximum(value = "100")))]
     pub max_retries: Option<u32>,
     /// Hard limit on one attempt in ms (default one hour, at most 7 days).
-    #[oai(validator(minimum(value = "1"), maximum(value = "604800000")))]
     pub timeout_ms: Option<u64>,
     /// Caller's cost estimate (non-negative).
-    #[oai(validator(minimum(value = "0")))]
     pub estimated_cost: Option<f64>,
     /// Earliest start, Unix ms (scheduled task).
-    #[oai(validator(minimum(value = "0"), maximum(value = "253402300799999")))]
     pub run_at: Option<i64>,
     /// Same key from the same owner returns the same task (also accepted as
     /// the `Idempotency-Key` header).
-    #[oai(validator(min_length = 1, max_length = 128))]
     pub idempotency_key: Option<String>,
 }
 

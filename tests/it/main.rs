@@ -7,6 +7,9 @@
     unreachable_pub
 )]
 
+mod api_client;
+mod api_tasks;
+mod api_workers;
 mod claimers;
 mod faults;
 mod http_executor;
