@@ -81,8 +81,14 @@ async fn a_task_is_created_read_cancelled_and_retried() {
     assert_eq!(retried["status"], "QUEUED");
 
     // The seeds' GET form still works.
-    alice.put_empty(&format!("/api/ai/tasks/{id}/cancel")).await.expect(200);
-    let legacy = alice.get(&format!("/api/ai/tasks/{id}/retry")).await.expect(200);
+    alice
+        .put_empty(&format!("/api/ai/tasks/{id}/cancel"))
+        .await
+        .expect(200);
+    let legacy = alice
+        .get(&format!("/api/ai/tasks/{id}/retry"))
+        .await
+        .expect(200);
     assert_eq!(legacy["status"], "QUEUED");
 
     for missing in ["task_01JUNKJUNKJUNKJUNKJUNKJUNK", "not-a-task"] {
@@ -161,9 +167,16 @@ async fn bad_task_input_is_refused_and_changes_nothing() {
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
     Api::send(req).await.expect_error(413, "PAYLOAD_TOO_LARGE");
 
-    assert_eq!(total_tasks(&admin).await, 0, "a refused request created a task");
+    assert_eq!(
+        total_tasks(&admin).await,
+        0,
+        "a refused request created a task"
+    );
     // Unknown routes and methods use the same error body.
-    admin.get("/api/ai/nothing-here/x").await.expect_error(404, "NOT_FOUND");
+    admin
+        .get("/api/ai/nothing-here/x")
+        .await
+        .expect_error(404, "NOT_FOUND");
     admin
         .delete("/api/ai/tasks")
         .await
@@ -260,7 +273,11 @@ async fn a_batch_is_created_whole_or_not_at_all() {
     let items = refused["error"]["details"]["items"].as_array().unwrap();
     let indexes: Vec<u64> = items.iter().map(|i| i["index"].as_u64().unwrap()).collect();
     assert!(indexes.contains(&1), "{refused}");
-    assert_eq!(total_tasks(&admin).await, 3, "a refused batch created tasks");
+    assert_eq!(
+        total_tasks(&admin).await,
+        3,
+        "a refused batch created tasks"
+    );
 
     let too_many: Vec<Value> = (0..101)
         .map(|_| json!({"agentId": "a", "taskType": "t"}))
@@ -306,7 +323,10 @@ async fn lists_filter_page_and_count_correctly() {
     }
     // Cancel five so statuses differ.
     for id in &ids[..5] {
-        alice.put_empty(&format!("/api/ai/tasks/{id}/cancel")).await.expect(200);
+        alice
+            .put_empty(&format!("/api/ai/tasks/{id}/cancel"))
+            .await
+            .expect(200);
     }
 
     let page = alice.get("/api/ai/tasks?limit=10").await.expect(200);
@@ -372,7 +392,10 @@ async fn lists_filter_page_and_count_correctly() {
     let newest_ms = created.iter().max().unwrap();
     let q = format!("/api/ai/tasks?startDate={newest_ms}&endDate={newest_ms}");
     let at_newest = created.iter().filter(|c| *c == newest_ms).count() as u64;
-    assert_eq!(alice.get(&q).await.expect(200)["totalCount"], json!(at_newest));
+    assert_eq!(
+        alice.get(&q).await.expect(200)["totalCount"],
+        json!(at_newest)
+    );
     let rfc = "/api/ai/tasks?startDate=2000-01-01T00:00:00Z&endDate=2000-01-02T00:00:00Z";
     assert_eq!(alice.get(rfc).await.expect(200)["totalCount"], 0);
 
@@ -469,7 +492,9 @@ async fn admins_clean_up_old_tasks_and_time_out_stale_attempts() {
         .put_empty(&format!("/api/ai/tasks/{old_id}/cancel"))
         .await
         .expect(200);
-    let running = admin.create(json!({"agentId": "ext", "taskType": "t"})).await;
+    let running = admin
+        .create(json!({"agentId": "ext", "taskType": "t"}))
+        .await;
     let claimed = admin
         .post("/api/ai/agents/ext/claim", json!({"leaseMs": 600000}))
         .await
@@ -477,7 +502,10 @@ async fn admins_clean_up_old_tasks_and_time_out_stale_attempts() {
     assert_eq!(claimed["tasks"][0]["id"], running["id"]);
 
     clock.advance(Duration::from_secs(8 * 86_400));
-    let cleaned = admin.post_empty("/api/ai/tasks/cleanup/old").await.expect(200);
+    let cleaned = admin
+        .post_empty("/api/ai/tasks/cleanup/old")
+        .await
+        .expect(200);
     assert_eq!(cleaned["deletedCount"], 1);
     assert_eq!(cleaned["retentionDays"], 7);
     admin
@@ -486,9 +514,17 @@ async fn admins_clean_up_old_tasks_and_time_out_stale_attempts() {
         .expect_error(404, "TASK_NOT_FOUND");
 
     // 8 days passed: the first claim's lease is over (the reaper's rule).
-    let stale = admin.post_empty("/api/ai/tasks/cleanup/timeout-stale").await.expect(200);
-    assert_eq!(stale["timedOutCount"], 1, "the reaper's rule: lease expired");
-    let fresh = admin.create(json!({"agentId": "ext2", "taskType": "t"})).await;
+    let stale = admin
+        .post_empty("/api/ai/tasks/cleanup/timeout-stale")
+        .await
+        .expect(200);
+    assert_eq!(
+        stale["timedOutCount"], 1,
+        "the reaper's rule: lease expired"
+    );
+    let fresh = admin
+        .create(json!({"agentId": "ext2", "taskType": "t"}))
+        .await;
     admin
         .post("/api/ai/agents/ext2/claim", json!({"leaseMs": 600000}))
         .await
@@ -496,7 +532,10 @@ async fn admins_clean_up_old_tasks_and_time_out_stale_attempts() {
     // 60 s later neither its lease (600 s) nor its timeoutMs (1 h) is over:
     // only an explicit age ends it.
     clock.advance(Duration::from_secs(60));
-    let none = admin.post_empty("/api/ai/tasks/cleanup/timeout-stale").await.expect(200);
+    let none = admin
+        .post_empty("/api/ai/tasks/cleanup/timeout-stale")
+        .await
+        .expect(200);
     assert_eq!(none["timedOutCount"], 0);
     let by_age = admin
         .post_empty("/api/ai/tasks/cleanup/timeout-stale?timeoutMs=30000")
@@ -522,15 +561,24 @@ async fn agents_are_created_updated_listed_and_deleted() {
     let node = api_node(&redis).await;
     let admin = Api::new(&node, admin_token());
     let body = json!({"name": "Writer", "type": "llm", "kind": "EXTERNAL", "concurrency": 3});
-    let created = admin.put("/api/ai/agents/writer", body.clone()).await.expect(201);
+    let created = admin
+        .put("/api/ai/agents/writer", body.clone())
+        .await
+        .expect(201);
     assert_eq!(created["id"], "writer");
     assert_eq!(created["type"], "llm");
     let updated = admin
-        .put("/api/ai/agents/writer", json!({"name": "Writer 2", "kind": "EXTERNAL"}))
+        .put(
+            "/api/ai/agents/writer",
+            json!({"name": "Writer 2", "kind": "EXTERNAL"}),
+        )
         .await
         .expect(200);
     assert_eq!(updated["name"], "Writer 2");
-    assert_eq!(admin.get("/api/ai/agents/writer").await.expect(200), updated);
+    assert_eq!(
+        admin.get("/api/ai/agents/writer").await.expect(200),
+        updated
+    );
     let list = admin.get("/api/ai/agents").await.expect(200);
     assert_eq!(list["agents"].as_array().unwrap().len(), 1);
 
@@ -598,7 +646,10 @@ async fn responses_carry_request_ids_and_cors_follows_frontend_url() {
                 .request(reqwest::Method::OPTIONS, "/api/ai/tasks")
                 .header("origin", origin)
                 .header("access-control-request-method", "POST")
-                .header("access-control-request-headers", "authorization,content-type")
+                .header(
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                )
                 .send()
                 .await
                 .unwrap()
@@ -633,7 +684,10 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
             operations += 1;
             let what = format!("{method} {path}");
             assert!(op["summary"].is_string(), "{what}: no summary");
-            assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{what}: no tag");
+            assert!(
+                op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{what}: no tag"
+            );
             assert!(op["operationId"].is_string(), "{what}: no operationId");
             let responses = op["responses"].as_object().unwrap();
             if path == "/api/ai/tasks/health" {
@@ -642,21 +696,34 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
             }
             assert!(op["security"].is_array(), "{what}: no security");
             for status in ["401", "429", "503"] {
-                assert!(responses.contains_key(status), "{what}: {status} undocumented");
-                let schema = &responses[status]["content"]["application/json; charset=utf-8"]
-                    ["schema"]["$ref"];
+                assert!(
+                    responses.contains_key(status),
+                    "{what}: {status} undocumented"
+                );
+                let schema = &responses[status]["content"]["application/json; charset=utf-8"]["schema"]
+                    ["$ref"];
                 assert_eq!(schema, "#/components/schemas/ErrorBody", "{what} {status}");
             }
             if op.get("requestBody").is_some() {
                 for status in ["400", "413"] {
-                    assert!(responses.contains_key(status), "{what}: {status} undocumented");
+                    assert!(
+                        responses.contains_key(status),
+                        "{what}: {status} undocumented"
+                    );
                 }
             }
         }
     }
     assert_eq!(operations, 21, "operations in the spec");
-    assert_eq!(spec["paths"]["/api/ai/tasks/{id}/retry"]["get"]["deprecated"], true);
-    let docs = anon.request(reqwest::Method::GET, "/api/docs/").send().await.unwrap();
+    assert_eq!(
+        spec["paths"]["/api/ai/tasks/{id}/retry"]["get"]["deprecated"],
+        true
+    );
+    let docs = anon
+        .request(reqwest::Method::GET, "/api/docs/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.unwrap();
     assert!(html.contains("swagger"), "the docs page is Swagger UI");

@@ -35,7 +35,10 @@ async fn an_http_worker_claims_heartbeats_and_completes() {
     let id = task["id"].as_str().unwrap();
 
     let claimed = w
-        .post("/api/ai/agents/ext/claim", json!({"maxTasks": 5, "leaseMs": 5000}))
+        .post(
+            "/api/ai/agents/ext/claim",
+            json!({"maxTasks": 5, "leaseMs": 5000}),
+        )
         .await
         .expect(200);
     let leased = &claimed["tasks"].as_array().unwrap()[..];
@@ -88,7 +91,10 @@ async fn an_http_worker_claims_heartbeats_and_completes() {
     .await
     .expect_error(409, "LEASE_MISMATCH");
     // Nothing else is ready.
-    let empty = w.post("/api/ai/agents/ext/claim", json!({})).await.expect(200);
+    let empty = w
+        .post("/api/ai/agents/ext/claim", json!({}))
+        .await
+        .expect(200);
     assert_eq!(empty["tasks"], json!([]));
     node.stop().await;
 }
@@ -100,7 +106,9 @@ async fn a_worker_that_stops_heartbeating_loses_the_task_and_its_token() {
     let admin = Api::new(&node, admin_token());
     let slow = worker(&node, "slow", "ext");
     let fast = worker(&node, "fast", "ext");
-    let task = admin.create(json!({"agentId": "ext", "taskType": "t"})).await;
+    let task = admin
+        .create(json!({"agentId": "ext", "taskType": "t"}))
+        .await;
     let id = task["id"].as_str().unwrap().to_string();
 
     let first = slow
@@ -110,19 +118,29 @@ async fn a_worker_that_stops_heartbeating_loses_the_task_and_its_token() {
     let stale_token = first["tasks"][0]["token"].as_str().unwrap().to_string();
     // The slow worker goes quiet; the reaper hands the task back and the
     // fast worker gets it (long-poll until it is ready again).
-    let second = wait_until("the task is claimable again", Duration::from_secs(10), || {
-        let fast = fast.clone();
-        async move {
-            let c = fast
-                .post("/api/ai/agents/ext/claim", json!({"waitMs": 500, "leaseMs": 10000}))
-                .await
-                .expect(200);
-            (!c["tasks"].as_array().unwrap().is_empty()).then_some(c)
-        }
-    })
+    let second = wait_until(
+        "the task is claimable again",
+        Duration::from_secs(10),
+        || {
+            let fast = fast.clone();
+            async move {
+                let c = fast
+                    .post(
+                        "/api/ai/agents/ext/claim",
+                        json!({"waitMs": 500, "leaseMs": 10000}),
+                    )
+                    .await
+                    .expect(200);
+                (!c["tasks"].as_array().unwrap().is_empty()).then_some(c)
+            }
+        },
+    )
     .await;
     assert_eq!(second["tasks"][0]["id"], id.as_str());
-    assert_eq!(second["tasks"][0]["retryCount"], 1, "the lost lease cost an attempt");
+    assert_eq!(
+        second["tasks"][0]["retryCount"], 1,
+        "the lost lease cost an attempt"
+    );
     let fresh_token = second["tasks"][0]["token"].as_str().unwrap().to_string();
     assert_ne!(fresh_token, stale_token);
 
@@ -164,7 +182,10 @@ async fn failed_attempts_are_retried_until_a_permanent_failure() {
         .await;
     let id = task["id"].as_str().unwrap().to_string();
 
-    let claim = w.post("/api/ai/agents/ext/claim", json!({})).await.expect(200);
+    let claim = w
+        .post("/api/ai/agents/ext/claim", json!({}))
+        .await
+        .expect(200);
     let t1 = claim["tasks"][0]["token"].as_str().unwrap().to_string();
     let after = w
         .post(
@@ -240,7 +261,9 @@ async fn a_long_polling_claim_is_woken_by_a_new_task() {
                 .expect(200)
         })
     };
-    let created = admin.create(json!({"agentId": "ext", "taskType": "t"})).await;
+    let created = admin
+        .create(json!({"agentId": "ext", "taskType": "t"}))
+        .await;
     let claimed = waiting.await.unwrap();
     assert_eq!(claimed["tasks"][0]["id"], created["id"]);
     node.stop().await;
@@ -271,7 +294,11 @@ async fn the_rate_limit_is_shared_by_all_nodes() {
     };
     let first_window = second();
     let answers = futures::future::join_all((0..30).map(|i| {
-        let api = if i % 2 == 0 { on_a.clone() } else { on_b.clone() };
+        let api = if i % 2 == 0 {
+            on_a.clone()
+        } else {
+            on_b.clone()
+        };
         async move { api.get("/api/ai/tasks").await }
     }))
     .await;
@@ -292,7 +319,10 @@ async fn the_rate_limit_is_shared_by_all_nodes() {
     let other = Api::new(&a, token("calm", Role::User, None));
     other.get("/api/ai/tasks").await.expect(200);
     // Health needs no token and is not limited.
-    Api::anonymous(&a).get("/api/ai/tasks/health").await.expect(200);
+    Api::anonymous(&a)
+        .get("/api/ai/tasks/health")
+        .await
+        .expect(200);
     a.stop().await;
     b.stop().await;
 }
