@@ -30,8 +30,8 @@ enum CreateResponse {
     Existing(Json<Task>),
 }
 
-const GET_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::NOT_FOUND;
-const CHANGE_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN | s::NOT_FOUND | s::CONFLICT;
+const GET_ERRORS: u16 = s::AUTHED | s::NOT_FOUND;
+const CHANGE_ERRORS: u16 = s::AUTHED | s::FORBIDDEN | s::NOT_FOUND | s::CONFLICT;
 const ADMIN_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN;
 
 /// A task the principal may see, or 404 (the same answer whether it does
@@ -159,7 +159,7 @@ impl TasksApi {
         /// `nextCursor` of the previous page (then `page` is ignored).
         #[oai(validator(max_length = 256))]
         cursor: Query<Option<String>>,
-    ) -> Result<Json<TaskPage>, Errors<GET_ERRORS>> {
+    ) -> Result<Json<TaskPage>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
         let (from, to) = parse_range(start_date.0.as_deref(), end_date.0.as_deref())?;
         let mut filter = ListFilter {
             status: status.0,
