@@ -1,6 +1,13 @@
-//! `GET /api/ai/tasks/health`: no auth. Redis reachability and latency, the
-//! eviction-policy warning, this node's workers, version and node id.
-//! 200 when Redis answers, 503 when it does not.
+//! Health, no auth:
+//! - `GET /api/ai/tasks/health`: Redis reachability and latency, the
+//!   eviction-policy warning, this node's workers, version and node id; 200
+//!   when Redis answers, 503 when it does not;
+//! - `GET /api/ai/tasks/health/live`: liveness, 200 while the process serves
+//!   HTTP (a Redis outage does not make a node dead: restarting it would not
+//!   help);
+//! - `GET /api/ai/tasks/health/ready`: readiness, 200 when Redis answers and
+//!   the node is not draining (the scripts are loaded at start-up and
+//!   reloaded on NOSCRIPT, so a reachable Redis is a ready one), else 503.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,16 +64,84 @@ enum HealthResponse {
     Unavailable(Json<HealthReport>),
 }
 
+/// A probe's answer.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+struct Probe {
+    /// `alive`, `ready` or `not-ready`.
+    status: String,
+    /// Why the node is not ready.
+    reason: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum ProbeResponse {
+    /// Alive / ready.
+    #[oai(status = 200)]
+    Ok(Json<Probe>),
+    /// Not ready (Redis unreachable or draining).
+    #[oai(status = 503)]
+    Unavailable(Json<Probe>),
+}
+
+async fn redis_reachable(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        Ok(Ok(()))
+    )
+}
+
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
+    /// Liveness probe (no auth)
+    ///
+    /// 200 while the process serves HTTP.
+    #[oai(
+        path = "/api/ai/tasks/health/live",
+        method = "get",
+        operation_id = "liveness"
+    )]
+    async fn live(&self) -> ProbeResponse {
+        ProbeResponse::Ok(Json(Probe {
+            status: "alive".into(),
+            reason: None,
+        }))
+    }
+
+    /// Readiness probe (no auth)
+    ///
+    /// 200 when Redis answers and the node is not shutting down; 503
+    /// otherwise, so a load balancer stops sending it requests.
+    #[oai(
+        path = "/api/ai/tasks/health/ready",
+        method = "get",
+        operation_id = "readiness"
+    )]
+    async fn ready(&self, Data(state): Data<&Arc<AppState>>) -> ProbeResponse {
+        let reason = if state.is_draining() {
+            Some("draining")
+        } else if !redis_reachable(state).await {
+            Some("redis unreachable")
+        } else {
+            None
+        };
+        match reason {
+            None => ProbeResponse::Ok(Json(Probe {
+                status: "ready".into(),
+                reason: None,
+            })),
+            Some(r) => ProbeResponse::Unavailable(Json(Probe {
+                status: "not-ready".into(),
+                reason: Some(r.into()),
+            })),
+        }
+    }
+
     /// Node health (no auth)
     #[oai(path = "/api/ai/tasks/health", method = "get", operation_id = "health")]
     async fn health(&self, Data(state): Data<&Arc<AppState>>) -> HealthResponse {
         let started = Instant::now();
-        let reachable = matches!(
-            tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-            Ok(Ok(()))
-        );
+        let reachable = redis_reachable(state).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let policy_ok = state.maxmemory_policy == "noeviction";
         let draining = state.is_draining();

@@ -690,7 +690,7 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
             );
             assert!(op["operationId"].is_string(), "{what}: no operationId");
             let responses = op["responses"].as_object().unwrap();
-            if path == "/api/ai/tasks/health" {
+            if path.starts_with("/api/ai/tasks/health") {
                 assert!(op.get("security").is_none(), "{what} needs no token");
                 continue;
             }
@@ -714,7 +714,7 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
             }
         }
     }
-    assert_eq!(operations, 21, "operations in the spec");
+    assert_eq!(operations, 23, "operations in the spec");
     assert_eq!(
         spec["paths"]["/api/ai/tasks/{id}/retry"]["get"]["deprecated"],
         true
@@ -727,5 +727,39 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.unwrap();
     assert!(html.contains("swagger"), "the docs page is Swagger UI");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn probes_separate_liveness_from_readiness() {
+    let mut redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let anon = Api::anonymous(&node);
+    assert_eq!(
+        anon.get("/api/ai/tasks/health/live").await.expect(200)["status"],
+        "alive"
+    );
+    assert_eq!(
+        anon.get("/api/ai/tasks/health/ready").await.expect(200)["status"],
+        "ready"
+    );
+
+    let port = redis.redis.port();
+    let dir = redis.data_dir();
+    redis.redis.stop();
+    let ready = anon.get("/api/ai/tasks/health/ready").await.expect(503);
+    assert_eq!(ready["reason"], "redis unreachable");
+    anon.get("/api/ai/tasks/health/live").await.expect(200);
+    anon.get("/api/ai/tasks/health").await.expect(503);
+
+    redis.redis = taskherd::local_redis::LocalRedis::start_on(&dir, port).unwrap();
+    wait_until("ready again", Duration::from_secs(10), || {
+        let anon = anon.clone();
+        async move {
+            let a = anon.get("/api/ai/tasks/health/ready").await;
+            (a.status == 200).then_some(())
+        }
+    })
+    .await;
     node.stop().await;
 }
