@@ -7,6 +7,7 @@
     unreachable_pub
 )]
 
+mod api_auth;
 mod api_client;
 mod api_tasks;
 mod api_workers;
