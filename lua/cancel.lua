@@ -4,7 +4,7 @@
 --   task:<id> HASH, ready/delayed/processing/finished ZSETs, idx:status:* ZSETs,
 --   counts HASH, stats:<day> HASH, events STREAM, signal channel
 -- ARGV: [1] now ms override or ""  [2] task id  [3] reason ("" for none)
--- Returns: the status the task had (QUEUED or PROCESSING)
+-- Returns: "<status the task had (QUEUED or PROCESSING)>|<agent>|<taskType>"
 -- Errors: TASK_NOT_FOUND, ALREADY_TERMINAL (nothing written)
 -- Events: cancelled
 -- Uses: lib/common.lua
@@ -33,4 +33,4 @@ move_status(id, agent, tonumber(v[5]), status, 'CANCELLED')
 stat(now, agent, task_type, 'CANCELLED', 1)
 emit(now, 'cancelled', id, agent, 'CANCELLED', 'previousStatus', status)
 W.flush()
-return status
+return status .. '|' .. agent .. '|' .. task_type

@@ -9,8 +9,9 @@
 --       [4] token prefix (unique per call; token = prefix .. "." .. i)
 --       [5] worker id (recorded on the task)
 --       [6] agent count m, then m pairs: agentId, max tasks for that agent
--- Returns: flat array, 11 fields per claimed task: id, token, agentId, taskType,
---   inputData, retryCount, maxRetries, timeoutMs, priority, leaseUntil, deadlineAt
+-- Returns: flat array, 12 fields per claimed task: id, token, agentId, taskType,
+--   inputData, retryCount, maxRetries, timeoutMs, priority, leaseUntil, deadlineAt,
+--   createdAt
 -- Errors: BAD_ARGS
 -- Events: started (one per claimed task)
 -- Uses: lib/common.lua
@@ -51,7 +52,7 @@ for rank = 0, 3 do
     if c.agent.quota > 0 then
       W.zrem(c.key, c.id)
       local v = redis.call('HMGET', K.task(c.id), 'status', 'seq', 'taskType', 'inputData',
-        'retryCount', 'maxRetries', 'timeoutMs', 'priority')
+        'retryCount', 'maxRetries', 'timeoutMs', 'priority', 'createdAt')
       -- A ready entry whose task is gone or no longer QUEUED is dropped (index repair).
       if v[1] == 'QUEUED' then
         claimed = claimed + 1
@@ -69,7 +70,7 @@ for rank = 0, 3 do
         emit(now, 'started', c.id, c.agent.id, 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
           'workerId', worker)
         local r = { c.id, token, c.agent.id, v[3], v[4], v[5], v[6], v[7], v[8],
-          int_str(lease_until), int_str(deadline) }
+          int_str(lease_until), int_str(deadline), v[9] or int_str(now) }
         for _, x in ipairs(r) do reply[#reply + 1] = x end
       end
     end

@@ -7,8 +7,9 @@
 --       outputData (JSON or ""), actualCost ("" or |x| <= 1e15), qualityScore ("" or
 --       |x| <= 1e15), metrics (JSON or ""), tokensIn ("" or integer 0..2^53-1),
 --       tokensOut ("" or integer 0..2^53-1)
--- Returns: array of n codes in order: "ok"; "ok" again for a repeat with the
---   same token of an already completed task (safe retry); or a refusal that
+-- Returns: array of n codes in order: "ok|<agent>|<taskType>|<duration ms>"
+--   (metrics tag); plain "ok" for a repeat with the same token of an already
+--   completed task (safe retry, not counted twice); or a refusal that
 --   changed nothing: "TASK_NOT_FOUND", "LEASE_MISMATCH" (another attempt holds
 --   or held the task), "NOT_PROCESSING" (cancelled, timed out, or retrying)
 -- Errors: BAD_ARGS (nothing written)
@@ -84,7 +85,7 @@ for i = 0, n - 1 do
     stat(now, agent, task_type, 'durationMsSum', duration)
     stat(now, agent, task_type, 'durationMs:' .. duration_bucket(duration), 1)
     emit(now, 'completed', id, agent, 'COMPLETED', 'durationMs', int_str(duration))
-    reply[#reply + 1] = 'ok'
+    reply[#reply + 1] = 'ok|' .. agent .. '|' .. task_type .. '|' .. int_str(duration)
   end
 end
 W.flush()

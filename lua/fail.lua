@@ -8,8 +8,9 @@
 --       [4] count n (1..1000), then n items of 5 fields: task id, lease token,
 --       errorMessage, retryable ("1" or "0"), kind ("error" or "timeout": the
 --       attempt overran timeoutMs; a final one ends as TIMEOUT)
--- Returns: array of n codes in order: "retry", "failed", "timeout"; or a refusal
---   that changed nothing: "TASK_NOT_FOUND", "LEASE_MISMATCH", "NOT_PROCESSING"
+-- Returns: array of n codes in order: "retry", "failed", "timeout", each
+--   followed by "|<agent>|<taskType>|<attempt duration ms>" (metrics tag); or a
+--   refusal that changed nothing: "TASK_NOT_FOUND", "LEASE_MISMATCH", "NOT_PROCESSING"
 -- Errors: BAD_ARGS (nothing written)
 -- Events: retrying, failed or timeout (one per task)
 -- Uses: lib/common.lua, lib/attempt.lua
@@ -42,7 +43,8 @@ for i = 0, n - 1 do
     reply[#reply + 1] = 'NOT_PROCESSING'
   else
     local final_status = (ARGV[b + 5] == 'timeout') and 'TIMEOUT' or 'FAILED'
-    reply[#reply + 1] = end_failed_attempt(now, id, t, final_status, ARGV[b + 3], ARGV[b + 4] == '1', base, cap)
+    local outcome = end_failed_attempt(now, id, t, final_status, ARGV[b + 3], ARGV[b + 4] == '1', base, cap)
+    reply[#reply + 1] = attempt_tag(outcome, now, t)
   end
 end
 W.flush()

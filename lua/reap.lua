@@ -4,7 +4,9 @@
 -- KEYS (1): [1] namespace prefix "{ns}:"  (processing ZSET and what lib/attempt.lua writes)
 -- ARGV: [1] now ms override or ""  [2] backoff base (ms)  [3] backoff cap (ms)
 --       [4] limit (1..1000)
--- Returns: { reaped count, next deadline in ms or -1 when nothing is processing, now in ms }
+-- Returns: { reaped count, next deadline in ms or -1 when nothing is processing, now in ms,
+--   tags: one "<retry|failed|timeout>|<agent>|<taskType>|<duration ms>|<lease|deadline>"
+--   per reaped attempt (metrics) }
 -- Errors: BAD_ARGS
 -- Events: retrying, failed or timeout (one per reaped task)
 -- Uses: lib/common.lua, lib/attempt.lua
@@ -15,15 +17,18 @@ local limit = to_int(ARGV[4], 'limit')
 if limit < 1 or limit > 1000 then return fail_with('BAD_ARGS', 'limit out of range') end
 local expired = redis.call('ZRANGEBYSCORE', K.processing, '-inf', int_str(now), 'LIMIT', 0, limit)
 local reaped = 0
+local tags = {}
 for _, id in ipairs(expired) do
   local t = read_attempt(id)
   if t and t.status == 'PROCESSING' then
     reaped = reaped + 1
     W.publish('c:' .. id .. ':' .. (t.token or ''))
     if t.deadline_at and now >= t.deadline_at then
-      end_failed_attempt(now, id, t, 'TIMEOUT', 'attempt exceeded its timeout', true, base, cap)
+      local outcome = end_failed_attempt(now, id, t, 'TIMEOUT', 'attempt exceeded its timeout', true, base, cap)
+      tags[#tags + 1] = attempt_tag(outcome, now, t) .. '|deadline'
     else
-      end_failed_attempt(now, id, t, 'FAILED', 'lease expired: worker stopped heartbeating', true, base, cap)
+      local outcome = end_failed_attempt(now, id, t, 'FAILED', 'lease expired: worker stopped heartbeating', true, base, cap)
+      tags[#tags + 1] = attempt_tag(outcome, now, t) .. '|lease'
     end
   else
     W.zrem(K.processing, id)
@@ -31,4 +36,4 @@ for _, id in ipairs(expired) do
 end
 W.flush()
 local nxt = redis.call('ZRANGE', K.processing, 0, 0, 'WITHSCORES')
-return { reaped, nxt[2] and tonumber(nxt[2]) or -1, int_str(now) }
+return { reaped, nxt[2] and tonumber(nxt[2]) or -1, int_str(now), tags }

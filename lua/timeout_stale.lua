@@ -7,7 +7,9 @@
 --       [4] max age (ms, >= 1): attempts with startedAt <= now - max age are ended
 --       [5] start index into the processing set (>= 0)  [6] limit (1..1000)
 -- Returns: { timed out count, next start index (this chunk's ended entries are gone, so
---   it is start + scanned - timed out), scanned count, now in ms }; scanned < limit means
+--   it is start + scanned - timed out), scanned count, now in ms, tags (one
+--   "<retry|timeout>|<agent>|<taskType>|<duration ms>|deadline" per ended attempt) };
+--   scanned < limit means
 --   the end of the set was reached. processing is ordered by deadline, not startedAt,
 --   hence the index walk.
 -- Errors: BAD_ARGS
@@ -28,17 +30,18 @@ local cutoff = now - max_age
 local message = 'attempt ran longer than ' .. int_str(max_age) .. ' ms (timed out by an operator)'
 local ids = redis.call('ZRANGE', K.processing, start, start + limit - 1)
 local timed_out = 0
+local tags = {}
 for _, id in ipairs(ids) do
   local t = read_attempt(id)
   -- Entries whose task is gone or no longer PROCESSING are left to the reaper's index repair.
   if t and t.status == 'PROCESSING' then
-    local started_at = tonumber(redis.call('HGET', K.task(id), 'startedAt'))
-    if started_at and started_at <= cutoff then
+    if t.started_at and t.started_at <= cutoff then
       timed_out = timed_out + 1
       W.publish('c:' .. id .. ':' .. (t.token or ''))
-      end_failed_attempt(now, id, t, 'TIMEOUT', message, true, base, cap)
+      local outcome = end_failed_attempt(now, id, t, 'TIMEOUT', message, true, base, cap)
+      tags[#tags + 1] = attempt_tag(outcome, now, t) .. '|deadline'
     end
   end
 end
 W.flush()
-return { timed_out, start + #ids - timed_out, #ids, int_str(now) }
+return { timed_out, start + #ids - timed_out, #ids, int_str(now), tags }

@@ -11,7 +11,9 @@
 //! - `user`: creates tasks and sees only the tasks it owns (`sub` is the
 //!   owner); someone else's task answers "not found";
 //! - `worker`: bound to one agent (claim `agent`): claims, heartbeats,
-//!   completes and fails that agent's tasks, and reads them.
+//!   completes and fails that agent's tasks, and reads them;
+//! - `metrics`: for scrapers: reads `/metrics`, queue status, statistics,
+//!   agents and nodes; no tasks.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +40,8 @@ pub enum Role {
     Worker,
     /// Creates and follows its own tasks.
     User,
+    /// Scrapes metrics and reads the queue's aggregate views; no tasks.
+    Metrics,
 }
 
 impl Role {
@@ -47,6 +51,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Worker => "worker",
             Role::User => "user",
+            Role::Metrics => "metrics",
         }
     }
 }
@@ -291,6 +296,7 @@ impl Principal {
             Role::Worker => Err(Forbidden(
                 "worker tokens may only run their agent's tasks".into(),
             )),
+            Role::Metrics => Err(Forbidden("metrics tokens may not change tasks".into())),
         }
     }
 
@@ -302,7 +308,7 @@ impl Principal {
             Role::Worker => Err(Forbidden(format!(
                 "this worker token is bound to another agent than {agent_id}"
             ))),
-            Role::User => Err(Forbidden(
+            Role::User | Role::Metrics => Err(Forbidden(
                 "running tasks needs a worker or admin token".into(),
             )),
         }
@@ -314,6 +320,23 @@ impl Principal {
             Role::Admin => true,
             Role::User => task.owner_id.as_deref() == Some(self.sub.as_str()),
             Role::Worker => self.agent.as_deref() == Some(task.agent_id.as_str()),
+            Role::Metrics => false,
+        }
+    }
+
+    /// Admins and metrics scrapers read `/metrics`.
+    pub fn require_metrics_reader(&self) -> Result<(), Forbidden> {
+        match self.role {
+            Role::Admin | Role::Metrics => Ok(()),
+            _ => Err(Forbidden("metrics need a metrics or admin token".into())),
+        }
+    }
+
+    /// Everyone but metrics scrapers reads task lists.
+    pub fn require_task_reader(&self) -> Result<(), Forbidden> {
+        match self.role {
+            Role::Metrics => Err(Forbidden("metrics tokens may not read tasks".into())),
+            _ => Ok(()),
         }
     }
 

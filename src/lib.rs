@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod local_redis;
 pub mod maintenance;
+pub mod metrics;
 pub mod node;
 pub mod nodes;
 pub mod shutdown;

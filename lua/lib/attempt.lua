@@ -2,7 +2,7 @@
 -- (the worker reports) and reap.lua (the lease or the attempt deadline ran out).
 
 local ATTEMPT_FIELDS = { 'status', 'token', 'seq', 'agentId', 'taskType', 'retryCount',
-  'maxRetries', 'deadlineAt' }
+  'maxRetries', 'deadlineAt', 'startedAt' }
 
 -- Reads what ending an attempt needs; nil when the task record is gone.
 local function read_attempt(id)
@@ -10,7 +10,14 @@ local function read_attempt(id)
   if not v[1] then return nil end
   return { status = v[1], token = v[2], seq = tonumber(v[3]), agent = v[4], task_type = v[5],
     retry_count = tonumber(v[6]) or 0, max_retries = tonumber(v[7]) or 0,
-    deadline_at = tonumber(v[8]) }
+    deadline_at = tonumber(v[8]), started_at = tonumber(v[9]) }
+end
+
+-- The metrics tag of an ended attempt: "<outcome>|<agent>|<taskType>|<duration ms>"
+-- (agent ids and task types never contain '|'). Wrappers count it per node.
+local function attempt_tag(outcome, now, t)
+  return outcome .. '|' .. t.agent .. '|' .. t.task_type .. '|'
+    .. int_str(math.max(0, now - (t.started_at or now)))
 end
 
 -- Retries after backoff (base * 2^retryCount, capped) while attempts remain and

@@ -320,6 +320,15 @@ impl<const S: u16> ApiResponse for Errors<S> {
 /// Errors raised as [`ApiError`] keep their body; poem's own (parse errors,
 /// unknown route, wrong method) get a code from their status.
 pub fn render(err: poem::Error) -> Response {
+    let operation = err.data::<poem_openapi::OperationId>().copied();
+    let mut resp = render_body(err);
+    if let Some(op) = operation {
+        resp.set_data(op);
+    }
+    resp
+}
+
+fn render_body(err: poem::Error) -> Response {
     if let Some(api) = err.downcast_ref::<ApiError>() {
         return api.to_response();
     }

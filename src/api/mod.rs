@@ -14,6 +14,7 @@
 mod agents;
 pub mod error;
 mod health;
+mod metrics;
 pub mod models;
 pub mod ratelimit;
 mod tasks;
@@ -119,6 +120,7 @@ fn openapi() -> OpenApiService<
         workers::WorkersApi,
         agents::AgentsApi,
         health::HealthApi,
+        metrics::MetricsApi,
     ),
     (),
 > {
@@ -128,6 +130,7 @@ fn openapi() -> OpenApiService<
             workers::WorkersApi,
             agents::AgentsApi,
             health::HealthApi,
+            metrics::MetricsApi,
         ),
         "taskherd",
         env!("CARGO_PKG_VERSION"),
@@ -140,8 +143,9 @@ fn openapi() -> OpenApiService<
     )
 }
 
-/// Every route of the node.
+/// Every route of the node. Installs the metrics recorder on first use.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    crate::metrics::handle();
     let api = openapi();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
@@ -201,12 +205,17 @@ async fn request_id<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> 
         sub = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
+    let method = req.method().clone();
     let result = ep.call(req).instrument(span.clone()).await;
     let mut resp = match result {
         Ok(r) => r.into_response(),
         Err(e) => error::render(e),
     };
     let status = resp.status().as_u16();
+    let operation = resp
+        .data::<poem_openapi::OperationId>()
+        .map_or("unmatched", |op| op.0);
+    crate::metrics::http_request(operation, method.as_str(), status, started.elapsed());
     span.in_scope(|| {
         tracing::debug!(
             status,

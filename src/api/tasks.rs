@@ -159,7 +159,8 @@ impl TasksApi {
         /// `nextCursor` of the previous page (then `page` is ignored).
         #[oai(validator(max_length = 256))]
         cursor: Query<Option<String>>,
-    ) -> Result<Json<TaskPage>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
+    ) -> Result<Json<TaskPage>, Errors<{ s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN }>> {
+        principal.require_task_reader()?;
         let (from, to) = parse_range(start_date.0.as_deref(), end_date.0.as_deref())?;
         let mut filter = ListFilter {
             status: status.0,
@@ -174,7 +175,7 @@ impl TasksApi {
             cursor: cursor.0,
         };
         match principal.role {
-            Role::Admin => {}
+            Role::Admin | Role::Metrics => {}
             Role::User => filter.owner_id = Some(principal.sub.clone()),
             Role::Worker => {
                 if filter.agent_id.is_some() && filter.agent_id != principal.agent {

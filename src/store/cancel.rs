@@ -18,7 +18,9 @@ impl Store {
             .call(Name::Cancel, vec![self.now_arg(), id.to_string(), reason])
             .await?;
         let r = super::reply::Reply { script: "cancel" };
-        let status = r.string(value)?;
-        TaskStatus::parse(&status).ok_or_else(|| r.err(format!("unknown status {status}")))
+        let reply = r.string(value)?;
+        let (status, agent, task_type) = r.status_tag(&reply)?;
+        crate::metrics::task_cancelled(agent, task_type);
+        Ok(status)
     }
 }

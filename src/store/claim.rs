@@ -73,8 +73,9 @@ impl Store {
             args.push(quota.to_string());
         }
         let value = self.call(Name::Claim, args).await?;
+        let lease_ms = req.lease.as_millis() as i64;
         let r = super::reply::Reply { script: "claim" };
-        r.rows(value, 11)?
+        r.rows(value, 12)?
             .into_iter()
             .map(|row| {
                 let mut it = row.into_iter();
@@ -90,6 +91,15 @@ impl Store {
                 let priority = r.string(next()?)?;
                 let lease_until = r.int(next()?)?;
                 let deadline_at = r.int(next()?)?;
+                let created_at = r.int(next()?)?;
+                crate::metrics::task_started(
+                    &agent_id,
+                    &task_type,
+                    &priority,
+                    // Created -> first start (startedAt = leaseUntil - lease);
+                    // later attempts waited on a backoff.
+                    (retry_count == 0).then(|| lease_until - lease_ms - created_at),
+                );
                 Ok(ClaimedTask {
                     input_data: serde_json::from_str(&input)
                         .map_err(|_| r.err(format!("inputData of {id} is not JSON")))?,

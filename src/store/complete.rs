@@ -103,7 +103,18 @@ impl Store {
             }
             let codes = r.codes(self.call(Name::Complete, args).await?, chunk.len())?;
             for (code, &i) in codes.into_iter().zip(indexes) {
-                if code != "ok" {
+                if code == "ok" {
+                    // A repeat of an already stored completion: counted once.
+                } else if code.starts_with("ok|") {
+                    let c = &items[i];
+                    let m = c.metrics.as_ref();
+                    crate::metrics::attempt_completed(
+                        &code,
+                        c.actual_cost,
+                        m.and_then(|m| m.tokens_in),
+                        m.and_then(|m| m.tokens_out),
+                    );
+                } else {
                     results[i] = Err(r.item_refusal(&code, &items[i].id)?);
                 }
             }

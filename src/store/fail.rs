@@ -58,7 +58,11 @@ impl Store {
             }
             let codes = r.codes(self.call(Name::Fail, args).await?, chunk.len())?;
             for (code, f) in codes.into_iter().zip(chunk) {
-                results.push(match code.as_str() {
+                let outcome = code.split('|').next().unwrap_or_default();
+                if outcome != code {
+                    crate::metrics::attempt_failed(&code);
+                }
+                results.push(match outcome {
                     "retry" => Ok(FailOutcome::Retrying),
                     "failed" => Ok(FailOutcome::Failed),
                     "timeout" => Ok(FailOutcome::TimedOut),

@@ -209,6 +209,40 @@ impl Store {
         Ok(t.first().copied().unwrap_or(0) * 1000 + t.get(1).copied().unwrap_or(0) / 1000)
     }
 
+    /// The lifecycle event stream's length and the time of its newest entry
+    /// (ms, from the entry id), for metrics.
+    pub async fn event_stream_info(&self) -> Result<(u64, Option<i64>)> {
+        let key = self.inner.keys.events();
+        let client = self.inner.pool.next();
+        let len: u64 = client.xlen(&key).await?;
+        let newest: fred::types::Value = client
+            .custom(
+                fred::cmd!("XREVRANGE"),
+                vec![
+                    key,
+                    "+".to_string(),
+                    "-".to_string(),
+                    "COUNT".into(),
+                    "1".into(),
+                ],
+            )
+            .await?;
+        let newest_ms = match newest {
+            fred::types::Value::Array(entries) => {
+                entries.into_iter().next().and_then(|e| match e {
+                    fred::types::Value::Array(parts) => parts
+                        .into_iter()
+                        .next()
+                        .and_then(|id| id.as_string())
+                        .and_then(|id| id.split('-').next().and_then(|ms| ms.parse().ok())),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
+        Ok((len, newest_ms))
+    }
+
     async fn call(&self, name: Name, args: Vec<String>) -> Result<fred::types::Value> {
         let inner = &self.inner;
         inner

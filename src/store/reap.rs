@@ -19,6 +19,10 @@ impl Store {
                 ],
             )
             .await?;
-        pass(&super::reply::Reply { script: "reap" }, value)
+        let r = super::reply::Reply { script: "reap" };
+        let mut items = r.array(value)?;
+        let tags = (items.len() > 3).then(|| items.remove(3));
+        r.count_attempt_tags(tags)?;
+        pass(&r, fred::types::Value::Array(items))
     }
 }

@@ -13,7 +13,9 @@ impl Store {
             .call(Name::Retry, vec![self.now_arg(), id.to_string()])
             .await?;
         let r = super::reply::Reply { script: "retry" };
-        let status = r.string(value)?;
-        TaskStatus::parse(&status).ok_or_else(|| r.err(format!("unknown status {status}")))
+        let reply = r.string(value)?;
+        let (status, agent, task_type) = r.status_tag(&reply)?;
+        crate::metrics::task_retried_manually(agent, task_type);
+        Ok(status)
     }
 }

@@ -54,7 +54,7 @@ impl Name {
         Name::TimeoutStale,
     ];
 
-    #[cfg(test)]
+    /// The script's file name in `lua/` without `.lua` (also its metrics label).
     pub(crate) fn file_stem(self) -> &'static str {
         match self {
             Name::Create => "create",
@@ -140,13 +140,20 @@ impl Scripts {
         args: Vec<String>,
     ) -> Result<Value> {
         let script = self.script(name);
-        match script
+        let started = std::time::Instant::now();
+        let result = match script
             .evalsha_with_reload::<Value, _, _>(pool.next(), vec![prefix.to_string()], args)
             .await
         {
             Ok(v) => Ok(v),
             Err(e) => Err(refusal(e.details()).unwrap_or(Error::Redis(e))),
-        }
+        };
+        crate::metrics::script_call(
+            name.file_stem(),
+            started.elapsed(),
+            matches!(result, Err(Error::Redis(_))),
+        );
+        result
     }
 }
 

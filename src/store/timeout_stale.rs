@@ -61,6 +61,7 @@ impl Store {
         let next_start = next()?;
         let scanned = next()?;
         let now_ms = next()?;
+        r.count_attempt_tags(it.next())?;
         if timed_out < 0 || next_start < 0 || scanned < 0 || timed_out > scanned {
             return Err(r.err(format!(
                 "inconsistent counts: {timed_out} timed out, next {next_start}, {scanned} scanned"

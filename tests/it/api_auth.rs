@@ -804,6 +804,8 @@ fn rules() -> Vec<Rule> {
             admin_only,
         ),
         row("GET", "/api/ai/nodes", Setup::Nothing, Body::None, everyone),
+        // Admins and `metrics` tokens (tested in `metrics.rs`).
+        row("GET", "/metrics", Setup::Nothing, Body::None, admin_only),
     ]
 }
 

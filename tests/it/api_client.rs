@@ -73,6 +73,15 @@ impl Api {
         }
     }
 
+    /// A client for a node at `base` (e.g. a child-process node).
+    pub fn at(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            token: Some(token.into()),
+            client: reqwest::Client::new(),
+        }
+    }
+
     pub fn anonymous(node: &TestNode) -> Self {
         Self {
             base: node.url(""),

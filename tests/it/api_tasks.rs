@@ -714,7 +714,7 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
             }
         }
     }
-    assert_eq!(operations, 23, "operations in the spec");
+    assert_eq!(operations, 24, "operations in the spec");
     assert_eq!(
         spec["paths"]["/api/ai/tasks/{id}/retry"]["get"]["deprecated"],
         true

@@ -14,6 +14,7 @@ mod api_workers;
 mod claimers;
 mod faults;
 mod http_executor;
+mod metrics;
 mod ops;
 mod ordering;
 mod read_side;

@@ -214,6 +214,7 @@ impl ChildNode {
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--redis-url", redis_url])
             .args(extra)
+            .env("JWT_SECRET", TEST_SECRET)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -1,0 +1,381 @@
+//! Prometheus metrics: what this node did, plus the shared queue's shape.
+//!
+//! Two kinds of series, so that sums over nodes stay right:
+//! - **per node** (counters, histograms, worker gauges): each node counts the
+//!   state changes its own script calls made (creates through its API, claims
+//!   by its workers or its external-worker endpoint, completions, the
+//!   reaper passes it ran ...). Summing over nodes gives the cluster total.
+//! - **shared** (`taskherd_queue_*`, `taskherd_event_stream_length`): the
+//!   queue as read from Redis at scrape time; every node exports the same
+//!   value. Aggregate them with `max` over nodes, never `sum` (the recording
+//!   rules in `prometheus/` do).
+//!
+//! Label values are bounded: agent, task type, priority, status, outcome,
+//! script, operation, method, status code. Never a task id or a user.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Metric names (one place, so docs, rules and tests agree).
+pub mod names {
+    /// Counter: tasks created (idempotent repeats not counted).
+    pub const TASKS_CREATED: &str = "taskherd_tasks_created_total";
+    /// Counter: attempts started (claims).
+    pub const TASKS_STARTED: &str = "taskherd_tasks_started_total";
+    /// Counter: tasks completed.
+    pub const TASKS_COMPLETED: &str = "taskherd_tasks_completed_total";
+    /// Counter: tasks that ended FAILED.
+    pub const TASKS_FAILED: &str = "taskherd_tasks_failed_total";
+    /// Counter: attempts retried (automatic after a failed attempt, or manual).
+    pub const TASKS_RETRIED: &str = "taskherd_tasks_retried_total";
+    /// Counter: tasks that ended TIMEOUT.
+    pub const TASKS_TIMED_OUT: &str = "taskherd_tasks_timed_out_total";
+    /// Counter: tasks cancelled.
+    pub const TASKS_CANCELLED: &str = "taskherd_tasks_cancelled_total";
+    /// Histogram: attempt duration.
+    pub const ATTEMPT_DURATION: &str = "taskherd_attempt_duration_seconds";
+    /// Histogram: created -> first start.
+    pub const QUEUE_WAIT: &str = "taskherd_queue_wait_seconds";
+    /// Counter: attempts ended by the reaper (lease expired or deadline passed).
+    pub const LEASE_EXPIRIES: &str = "taskherd_lease_expiries_total";
+    /// Histogram: actualCost per completed task (`_sum` is the total cost).
+    pub const TASK_COST: &str = "taskherd_task_cost";
+    /// Counter: model tokens reported by completed tasks.
+    pub const TOKENS: &str = "taskherd_tokens_total";
+    /// Gauge: attempts running on this node.
+    pub const WORKER_IN_FLIGHT: &str = "taskherd_worker_in_flight";
+    /// Gauge: this node's worker slots.
+    pub const WORKER_SLOTS: &str = "taskherd_worker_slots";
+    /// Counter: HTTP requests.
+    pub const HTTP_REQUESTS: &str = "taskherd_http_requests_total";
+    /// Histogram: HTTP request duration.
+    pub const HTTP_DURATION: &str = "taskherd_http_request_duration_seconds";
+    /// Counter: GraphQL operations.
+    pub const GRAPHQL_OPERATIONS: &str = "taskherd_graphql_operations_total";
+    /// Gauge: open WebSocket connections.
+    pub const WS_CONNECTIONS: &str = "taskherd_websocket_connections";
+    /// Counter: WebSocket messages.
+    pub const WS_MESSAGES: &str = "taskherd_websocket_messages_total";
+    /// Counter: script calls.
+    pub const SCRIPT_CALLS: &str = "taskherd_redis_script_calls_total";
+    /// Counter: script calls that failed (Redis error, not a refusal).
+    pub const SCRIPT_ERRORS: &str = "taskherd_redis_script_errors_total";
+    /// Histogram: script call duration (round trip).
+    pub const SCRIPT_DURATION: &str = "taskherd_redis_script_duration_seconds";
+    /// Gauge (shared): live tasks per agent and status.
+    pub const QUEUE_TASKS: &str = "taskherd_queue_tasks";
+    /// Gauge (shared): ready tasks per agent and priority.
+    pub const QUEUE_READY: &str = "taskherd_queue_ready_tasks";
+    /// Gauge (shared): age of each agent's oldest ready task.
+    pub const QUEUE_OLDEST: &str = "taskherd_queue_oldest_waiting_seconds";
+    /// Gauge (shared): entries in the lifecycle event stream.
+    pub const STREAM_LENGTH: &str = "taskherd_event_stream_length";
+    /// Gauge (shared): seconds since the newest lifecycle event.
+    pub const STREAM_LAG: &str = "taskherd_event_stream_lag_seconds";
+    /// Gauge: 1, with this node's version.
+    pub const NODE_INFO: &str = "taskherd_node_info";
+
+    /// Every metric this crate exports (the README's table lists them too).
+    pub const ALL: [&str; 28] = [
+        TASKS_CREATED,
+        TASKS_STARTED,
+        TASKS_COMPLETED,
+        TASKS_FAILED,
+        TASKS_RETRIED,
+        TASKS_TIMED_OUT,
+        TASKS_CANCELLED,
+        ATTEMPT_DURATION,
+        QUEUE_WAIT,
+        LEASE_EXPIRIES,
+        TASK_COST,
+        TOKENS,
+        WORKER_IN_FLIGHT,
+        WORKER_SLOTS,
+        HTTP_REQUESTS,
+        HTTP_DURATION,
+        GRAPHQL_OPERATIONS,
+        WS_CONNECTIONS,
+        WS_MESSAGES,
+        SCRIPT_CALLS,
+        SCRIPT_ERRORS,
+        SCRIPT_DURATION,
+        QUEUE_TASKS,
+        QUEUE_READY,
+        QUEUE_OLDEST,
+        STREAM_LENGTH,
+        STREAM_LAG,
+        NODE_INFO,
+    ];
+}
+
+use names::*;
+
+const TASK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
+];
+const FAST_BUCKETS: &[f64] = &[
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+const COST_BUCKETS: &[f64] = &[0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 100.0];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (None when
+/// another recorder was installed first, e.g. by an embedding program).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(ATTEMPT_DURATION.into()), TASK_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), TASK_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), FAST_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(SCRIPT_DURATION.into()), FAST_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(TASK_COST.into()), COST_BUCKETS)
+                });
+            let handle = builder.and_then(|b| b.install_recorder()).ok();
+            if handle.is_some() {
+                describe();
+            } else {
+                tracing::warn!("a metrics recorder was already installed: /metrics stays empty");
+            }
+            handle
+        })
+        .as_ref()
+}
+
+fn describe() {
+    describe_counter!(TASKS_CREATED, "Tasks created (agent, task_type, priority)");
+    describe_counter!(
+        TASKS_STARTED,
+        "Attempts started by a claim (agent, task_type, priority)"
+    );
+    describe_counter!(TASKS_COMPLETED, "Tasks completed (agent, task_type)");
+    describe_counter!(TASKS_FAILED, "Tasks that ended FAILED (agent, task_type)");
+    describe_counter!(
+        TASKS_RETRIED,
+        "Attempts put back for another try (agent, task_type, kind=auto|manual)"
+    );
+    describe_counter!(
+        TASKS_TIMED_OUT,
+        "Tasks that ended TIMEOUT (agent, task_type)"
+    );
+    describe_counter!(TASKS_CANCELLED, "Tasks cancelled (agent, task_type)");
+    describe_histogram!(
+        ATTEMPT_DURATION,
+        metrics::Unit::Seconds,
+        "Attempt duration from start to its end (agent, task_type, outcome=completed|failed|timeout)"
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        metrics::Unit::Seconds,
+        "Wait from creation to the first start (agent, priority); scheduled tasks count from creation"
+    );
+    describe_counter!(
+        LEASE_EXPIRIES,
+        "Attempts ended by the reaper (agent, cause=lease|deadline)"
+    );
+    describe_histogram!(
+        TASK_COST,
+        "actualCost per completed task that reported one (agent); _sum is the total cost"
+    );
+    describe_counter!(
+        TOKENS,
+        "Model tokens of completed tasks (agent, direction=in|out)"
+    );
+    describe_gauge!(WORKER_IN_FLIGHT, "Attempts running on this node");
+    describe_gauge!(WORKER_SLOTS, "Worker slots (concurrency) of this node");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests (operation, method, status)");
+    describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request duration (operation, method)"
+    );
+    describe_counter!(GRAPHQL_OPERATIONS, "GraphQL operations (type, outcome)");
+    describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
+    describe_counter!(WS_MESSAGES, "WebSocket messages (direction=in|out)");
+    describe_counter!(SCRIPT_CALLS, "Lua script calls (script)");
+    describe_counter!(
+        SCRIPT_ERRORS,
+        "Lua script calls that failed in Redis, not refusals (script)"
+    );
+    describe_histogram!(
+        SCRIPT_DURATION,
+        metrics::Unit::Seconds,
+        "Lua script call round trip (script)"
+    );
+    describe_gauge!(
+        QUEUE_TASKS,
+        "Shared: live tasks (agent, status); same on every node, aggregate with max"
+    );
+    describe_gauge!(
+        QUEUE_READY,
+        "Shared: ready tasks (agent, priority); same on every node, aggregate with max"
+    );
+    describe_gauge!(
+        QUEUE_OLDEST,
+        "Shared: age of the oldest ready task (agent); aggregate with max"
+    );
+    describe_gauge!(
+        STREAM_LENGTH,
+        "Shared: entries in the lifecycle event stream; aggregate with max"
+    );
+    describe_gauge!(
+        STREAM_LAG,
+        "Shared: seconds since the newest lifecycle event was written; aggregate with min"
+    );
+    describe_gauge!(NODE_INFO, "1 per node (version)");
+    // Error counters start at zero, so rate() and absent() work from the start.
+    for name in crate::store::scripts::Name::ALL {
+        counter!(SCRIPT_ERRORS, "script" => name.file_stem()).absolute(0);
+    }
+    // Series of layers that count later (GraphQL, WebSocket) exist from the start.
+    counter!(GRAPHQL_OPERATIONS, "type" => "query", "outcome" => "ok").absolute(0);
+    gauge!(WS_CONNECTIONS).set(0.0);
+    counter!(WS_MESSAGES, "direction" => "in").absolute(0);
+    counter!(WS_MESSAGES, "direction" => "out").absolute(0);
+    gauge!(NODE_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// A created task.
+pub(crate) fn task_created(agent: &str, task_type: &str, priority: &str) {
+    counter!(TASKS_CREATED, "agent" => agent.to_string(), "task_type" => task_type.to_string(),
+        "priority" => priority.to_string())
+    .increment(1);
+}
+
+/// A started attempt; `wait_ms` for first attempts.
+pub(crate) fn task_started(agent: &str, task_type: &str, priority: &str, wait_ms: Option<i64>) {
+    counter!(TASKS_STARTED, "agent" => agent.to_string(), "task_type" => task_type.to_string(),
+        "priority" => priority.to_string())
+    .increment(1);
+    if let Some(ms) = wait_ms {
+        histogram!(QUEUE_WAIT, "agent" => agent.to_string(), "priority" => priority.to_string())
+            .record(secs(ms.max(0) as u64));
+    }
+}
+
+/// Splits a script's metrics tag `<outcome>|<agent>|<taskType>|<ms>[|<cause>]`.
+pub(crate) fn split_tag(tag: &str) -> Option<(&str, &str, &str, u64, Option<&str>)> {
+    let mut it = tag.split('|');
+    let outcome = it.next()?;
+    let agent = it.next()?;
+    let task_type = it.next()?;
+    let ms = it.next()?.parse().ok()?;
+    Some((outcome, agent, task_type, ms, it.next()))
+}
+
+/// An attempt that ended without success, from its script tag (fail, reap,
+/// timeout-stale). Reaped attempts carry a cause.
+pub(crate) fn attempt_failed(tag: &str) {
+    let Some((outcome, agent, task_type, ms, cause)) = split_tag(tag) else {
+        return;
+    };
+    let (a, t) = (agent.to_string(), task_type.to_string());
+    let final_outcome = match outcome {
+        "retry" => {
+            counter!(TASKS_RETRIED, "agent" => a.clone(), "task_type" => t.clone(), "kind" => "auto")
+                .increment(1);
+            if cause == Some("deadline") {
+                "timeout"
+            } else {
+                "failed"
+            }
+        }
+        "timeout" => {
+            counter!(TASKS_TIMED_OUT, "agent" => a.clone(), "task_type" => t.clone()).increment(1);
+            "timeout"
+        }
+        _ => {
+            counter!(TASKS_FAILED, "agent" => a.clone(), "task_type" => t.clone()).increment(1);
+            "failed"
+        }
+    };
+    histogram!(ATTEMPT_DURATION, "agent" => a.clone(), "task_type" => t, "outcome" => final_outcome)
+        .record(secs(ms));
+    if let Some(cause) = cause {
+        counter!(LEASE_EXPIRIES, "agent" => a, "cause" => cause.to_string()).increment(1);
+    }
+}
+
+/// A completed attempt, from its script tag, with what it reported.
+pub(crate) fn attempt_completed(
+    tag: &str,
+    cost: Option<f64>,
+    tokens_in: Option<u64>,
+    tokens_out: Option<u64>,
+) {
+    let Some((_, agent, task_type, ms, _)) = split_tag(tag) else {
+        return;
+    };
+    let a = agent.to_string();
+    counter!(TASKS_COMPLETED, "agent" => a.clone(), "task_type" => task_type.to_string())
+        .increment(1);
+    histogram!(ATTEMPT_DURATION, "agent" => a.clone(), "task_type" => task_type.to_string(),
+        "outcome" => "completed")
+    .record(secs(ms));
+    if let Some(c) = cost.filter(|c| c.is_finite()) {
+        histogram!(TASK_COST, "agent" => a.clone()).record(c);
+    }
+    if let Some(n) = tokens_in {
+        counter!(TOKENS, "agent" => a.clone(), "direction" => "in").increment(n);
+    }
+    if let Some(n) = tokens_out {
+        counter!(TOKENS, "agent" => a, "direction" => "out").increment(n);
+    }
+}
+
+/// A cancelled task.
+pub(crate) fn task_cancelled(agent: &str, task_type: &str) {
+    counter!(TASKS_CANCELLED, "agent" => agent.to_string(), "task_type" => task_type.to_string())
+        .increment(1);
+}
+
+/// A manual retry.
+pub(crate) fn task_retried_manually(agent: &str, task_type: &str) {
+    counter!(TASKS_RETRIED, "agent" => agent.to_string(), "task_type" => task_type.to_string(),
+        "kind" => "manual")
+    .increment(1);
+}
+
+/// One script call.
+pub(crate) fn script_call(script: &'static str, took: Duration, redis_error: bool) {
+    counter!(SCRIPT_CALLS, "script" => script).increment(1);
+    if redis_error {
+        counter!(SCRIPT_ERRORS, "script" => script).increment(1);
+    }
+    histogram!(SCRIPT_DURATION, "script" => script).record(took.as_secs_f64());
+}
+
+/// One HTTP request.
+pub(crate) fn http_request(operation: &'static str, method: &str, status: u16, took: Duration) {
+    let method = match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "HEAD" => "HEAD",
+        _ => "OTHER",
+    };
+    counter!(HTTP_REQUESTS, "operation" => operation, "method" => method,
+        "status" => status.to_string())
+    .increment(1);
+    histogram!(HTTP_DURATION, "operation" => operation, "method" => method)
+        .record(took.as_secs_f64());
+}
