@@ -161,7 +161,7 @@ impl From<Error> for ApiError {
             | Error::AlreadyTerminal(_)
             | Error::NotRetryable(_)) => ApiError::new(StatusCode::CONFLICT, code, e.to_string()),
             Error::Redis(e) => {
-                tracing::warn!(error = %e, "redis unavailable while answering a request");
+                log_outage(&e);
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
@@ -179,6 +179,28 @@ impl From<Error> for ApiError {
                 )
             }
         }
+    }
+}
+
+/// Logs a Redis failure seen by a request: one warning per 10 s at most
+/// (an outage fails every request; the log should say so once, not per
+/// request), the rest at debug.
+fn log_outage(e: &fred::error::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNED_S: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST_WARNED_S.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_WARNED_S
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %e, "redis unavailable: requests answer 503");
+    } else {
+        tracing::debug!(error = %e, "redis unavailable while answering a request");
     }
 }
 

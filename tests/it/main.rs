@@ -12,6 +12,7 @@ mod api_client;
 mod api_tasks;
 mod api_workers;
 mod claimers;
+mod deploy_files;
 mod faults;
 mod http_executor;
 mod metrics;
