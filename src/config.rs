@@ -211,6 +211,15 @@ impl ServeArgs {
             (1..=10_000).contains(&self.concurrency),
             "--concurrency must be 1 to 10000",
         )?;
+        // TLS to Redis is not built in yet: refuse rather than talk plain text
+        // to a TLS port.
+        check(
+            !self
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://")),
+            "REDIS_URL: rediss:// (TLS) is not supported yet; use a TLS tunnel (e.g. stunnel) to a redis:// address",
+        )?;
         check(
             (100..=86_400_000).contains(&self.lease_ms),
             "--lease-ms must be 100 to 86400000",
@@ -247,7 +256,7 @@ impl ServeArgs {
             (1024..=256 * 1024 * 1024).contains(&self.max_body_bytes),
             "--max-body-bytes must be 1024 to 268435456",
         )?;
-        for origin in &self.frontend_url {
+        for origin in self.frontend_url.iter().filter(|o| !o.trim().is_empty()) {
             check(
                 origin.starts_with("http://") || origin.starts_with("https://"),
                 "FRONTEND_URL must be http(s) origins, comma-separated",
@@ -267,7 +276,8 @@ impl ServeArgs {
             cors_origins: self
                 .frontend_url
                 .iter()
-                .map(|o| o.trim_end_matches('/').to_string())
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
                 .collect(),
         }
     }

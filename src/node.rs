@@ -73,8 +73,18 @@ pub async fn run(
         config.clock.clone(),
     )
     .await?;
-    let policy = store.maxmemory_policy().await.unwrap_or_default();
-    if policy != "noeviction" {
+    // Managed Redis services may refuse CONFIG: the policy is then "unknown"
+    // (warned about once, not reported as degraded).
+    let policy = match store.maxmemory_policy().await {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            tracing::warn!(
+                "could not read Redis' maxmemory-policy (CONFIG refused?): make sure it is noeviction"
+            );
+            "unknown".to_string()
+        }
+    };
+    if policy != "noeviction" && policy != "unknown" {
         tracing::warn!(
             policy = %policy,
             "Redis maxmemory-policy is not noeviction: under memory pressure Redis may evict queued tasks"

@@ -143,7 +143,8 @@ impl HealthApi {
         let started = Instant::now();
         let reachable = redis_reachable(state).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let policy_ok = state.maxmemory_policy == "noeviction";
+        // "unknown": the Redis service refuses CONFIG; warned about at start.
+        let policy_ok = matches!(state.maxmemory_policy.as_str(), "noeviction" | "unknown");
         let draining = state.is_draining();
         let status = if !reachable {
             "unavailable"
