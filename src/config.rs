@@ -332,3 +332,46 @@ pub fn default_node_id() -> String {
     let suffix: u32 = rand::random::<u32>() % 0x10000;
     format!("{host}-{}-{suffix:04x}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["taskherd", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Serve(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_at_start() {
+        assert!(serve(&[]).validate().is_ok());
+        for bad in [
+            &["--redis-url", "rediss://cache.example:6380"][..],
+            &["--frontend-url", "app.example"],
+            &["--jwt-secret", "short"],
+            &["--concurrency", "0"],
+        ] {
+            assert!(serve(bad).validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_frontend_url_entries_are_ignored() {
+        let args = serve(&["--frontend-url", ",http://a.example/, "]);
+        assert!(args.validate().is_ok());
+        assert_eq!(args.api_config().cors_origins, vec!["http://a.example"]);
+    }
+
+    #[test]
+    fn ttls_take_units() {
+        assert_eq!(parse_ttl("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}
