@@ -18,6 +18,7 @@ mod http_executor;
 mod metrics;
 mod ops;
 mod ordering;
+mod prometheus;
 mod read_side;
 mod retries;
 mod scripts;
