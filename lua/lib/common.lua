@@ -1,30 +1,57 @@
--- lib/common.lua: prepended to every script (scripts.rs joins lib/*.lua + the script).
+-- lib/common.lua: the shared part of the taskherd Redis Functions library.
+-- scripts.rs builds one library: lib/*.lua, then every script in lua/ wrapped
+-- as a function `<name>(KEYS, ARGV)` that first calls begin(KEYS). Library
+-- code runs once, at FUNCTION LOAD; per call only begin() runs.
 -- Every key is derived from KEYS[1], the namespace prefix "{ns}:", so all keys a
 -- script touches share one hash tag (one Redis Cluster slot). The names here
 -- mirror src/store/keys.rs; change both together.
 
-local P = KEYS[1]
-local K = {
-  delayed = P .. 'delayed',          -- ZSET member task id, score due time (ms)
-  processing = P .. 'processing',    -- ZSET member task id, score min(lease deadline, attempt deadline) (ms)
-  finished = P .. 'finished',        -- ZSET member task id, score completedAt (ms), terminal tasks only
-  events = P .. 'events',            -- STREAM of lifecycle events
-  clock = P .. 'clock',              -- STRING last issued order score
-  counts = P .. 'counts',            -- HASH "<agent>|<STATUS>" -> live task count
-  agents = P .. 'agents',            -- SET of agent ids seen in tasks or agent records
-  signal = P .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed
-  idx_all = P .. 'idx:all',          -- ZSET member task id, score order score (creation)
-}
-function K.task(id) return P .. 'task:' .. id end
-function K.ready(agent, prio) return P .. 'ready:' .. agent .. ':' .. prio end
-function K.idx_status(s) return P .. 'idx:status:' .. s end
-function K.idx_prio(p) return P .. 'idx:prio:' .. p end
-function K.idx_agent(a) return P .. 'idx:agent:' .. a end
-function K.idx_type(t) return P .. 'idx:type:' .. t end
-function K.idx_owner(o) return P .. 'idx:owner:' .. o end
-function K.idem(owner, key) return P .. 'idem:' .. owner .. ':' .. key end
-function K.stats(day) return P .. 'stats:' .. day end
-function K.agent(id) return P .. 'agent:' .. id end
+local function keys_for(p)
+  local k = {
+    delayed = p .. 'delayed',          -- ZSET member task id, score due time (ms)
+    processing = p .. 'processing',    -- ZSET member task id, score min(lease deadline, attempt deadline) (ms)
+    finished = p .. 'finished',        -- ZSET member task id, score completedAt (ms), terminal tasks only
+    events = p .. 'events',            -- STREAM of lifecycle events
+    clock = p .. 'clock',              -- STRING last issued order score
+    counts = p .. 'counts',            -- HASH "<agent>|<STATUS>" -> live task count
+    agents = p .. 'agents',            -- SET of agent ids seen in tasks or agent records
+    signal = p .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed
+    idx_all = p .. 'idx:all',          -- ZSET member task id, score order score (creation)
+  }
+  function k.task(id) return p .. 'task:' .. id end
+  function k.ready(agent, prio) return p .. 'ready:' .. agent .. ':' .. prio end
+  function k.idx_status(s) return p .. 'idx:status:' .. s end
+  function k.idx_prio(x) return p .. 'idx:prio:' .. x end
+  function k.idx_agent(a) return p .. 'idx:agent:' .. a end
+  function k.idx_type(t) return p .. 'idx:type:' .. t end
+  function k.idx_owner(o) return p .. 'idx:owner:' .. o end
+  function k.idem(owner, key) return p .. 'idem:' .. owner .. ':' .. key end
+  function k.stats(day) return p .. 'stats:' .. day end
+  function k.agent(id) return p .. 'agent:' .. id end
+  return k
+end
+
+-- The call's prefix and keys; set by begin() (calls never interleave: Redis
+-- runs one function at a time). Key tables are kept per prefix (a few
+-- namespaces at most; the cache is dropped past 64).
+local P, K
+local K_BY_PREFIX, K_CACHED = {}, 0
+-- Grouped writes of the current call (see W below).
+local pending
+
+local function begin(keys)
+  P = keys[1]
+  local k = K_BY_PREFIX[P]
+  if k == nil then
+    if K_CACHED >= 64 then K_BY_PREFIX, K_CACHED = {}, 0 end
+    k = keys_for(P)
+    K_BY_PREFIX[P] = k
+    K_CACHED = K_CACHED + 1
+  end
+  K = k
+  pending = { zadd = {}, zadd_order = {}, zrem = {}, zrem_order = {}, hincr = {},
+    hincr_order = {}, hfloat = {}, expire = {}, expire_order = {}, pub = {}, pub_order = {} }
+end
 
 local PRIORITY_RANK = { URGENT = 0, HIGH = 1, NORMAL = 2, LOW = 3 }
 local PRIORITY_BY_RANK = { [0] = 'URGENT', [1] = 'HIGH', [2] = 'NORMAL', [3] = 'LOW' }
@@ -73,9 +100,9 @@ local function next_scores(now, n)
 end
 
 -- Grouped writes: scripts queue their index updates here and flush once, so a
--- batch of N tasks costs one variadic command per key instead of N.
-local pending = { zadd = {}, zadd_order = {}, zrem = {}, zrem_order = {}, hincr = {},
-  hincr_order = {}, hfloat = {}, expire = {}, expire_order = {}, pub = {}, pub_order = {} }
+-- batch of N tasks costs one variadic command per key instead of N. begin()
+-- starts each call with empty queues, so a call that failed half-way leaves
+-- nothing behind for the next one.
 local W = {}
 function W.zadd(key, score, member)
   local l = pending.zadd[key]

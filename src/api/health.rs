@@ -6,8 +6,9 @@
 //!   HTTP (a Redis outage does not make a node dead: restarting it would not
 //!   help);
 //! - `GET /api/ai/tasks/health/ready`: readiness, 200 when Redis answers and
-//!   the node is not draining (the scripts are loaded at start-up and
-//!   reloaded on NOSCRIPT, so a reachable Redis is a ready one), else 503.
+//!   the node is not draining (the function library is loaded at start-up
+//!   and again whenever Redis lost it, so a reachable Redis is a ready one),
+//!   else 503.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

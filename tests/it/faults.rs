@@ -549,3 +549,40 @@ async fn a_worker_cut_off_from_redis_stops_its_handler_within_about_a_lease() {
     cut_off.stop().await;
     connected.stop().await;
 }
+
+#[tokio::test]
+async fn a_redis_that_lost_the_function_library_gets_it_back_on_the_next_call() {
+    use fred::prelude::*;
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let first = store
+        .create(NewTask::new("a", "t", json!(1)))
+        .await
+        .unwrap();
+    // As after a FUNCTION FLUSH, or a fresh Redis behind the same address.
+    let _: () = store.pool().next().function_flush(false).await.unwrap();
+    let libraries: fred::types::Value = store
+        .pool()
+        .next()
+        .function_list(None::<String>, false)
+        .await
+        .unwrap();
+    assert!(!format!("{libraries:?}").contains("taskherd_"));
+
+    let second = store
+        .create(NewTask::new("a", "t", json!(2)))
+        .await
+        .unwrap();
+    assert!(second.created);
+    assert_eq!(
+        task(&store, &first.task.id).await.status,
+        TaskStatus::Queued
+    );
+    let libraries: fred::types::Value = store
+        .pool()
+        .next()
+        .function_list(None::<String>, false)
+        .await
+        .unwrap();
+    assert!(format!("{libraries:?}").contains("taskherd_"));
+}
