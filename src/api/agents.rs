@@ -86,7 +86,7 @@ impl AgentsApi {
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Agent id (letters, digits, `_ . -`).
-        #[oai(validator(min_length = 1, max_length = 128))]
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128))]
         id: Path<String>,
         body: Json<AgentInput>,
     ) -> Result<PutAgentResponse, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {

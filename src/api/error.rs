@@ -236,14 +236,16 @@ pub mod status {
     pub const UNAVAILABLE: u16 = 1 << 7;
     /// 500: a bug.
     pub const INTERNAL: u16 = 1 << 8;
+    /// 415: the body is not JSON (no or another Content-Type).
+    pub const UNSUPPORTED: u16 = 1 << 9;
 
     /// What every authenticated operation can answer.
     pub const AUTHED: u16 = UNAUTHORIZED | TOO_MANY | UNAVAILABLE | INTERNAL;
     /// ... plus a JSON body (parse errors and the size limit).
-    pub const WITH_BODY: u16 = AUTHED | BAD_REQUEST | TOO_LARGE;
+    pub const WITH_BODY: u16 = AUTHED | BAD_REQUEST | TOO_LARGE | UNSUPPORTED;
 }
 
-const STATUSES: [(u16, u16, &str); 9] = [
+const STATUSES: [(u16, u16, &str); 10] = [
     (
         status::BAD_REQUEST,
         400,
@@ -285,6 +287,11 @@ const STATUSES: [(u16, u16, &str); 9] = [
         "Redis unavailable; see Retry-After (REDIS_UNAVAILABLE)",
     ),
     (status::INTERNAL, 500, "Internal error (INTERNAL)"),
+    (
+        status::UNSUPPORTED,
+        415,
+        "The body must be JSON with Content-Type application/json (UNSUPPORTED_MEDIA_TYPE)",
+    ),
 ];
 
 /// An operation's error, documented as exactly the statuses in `S` (a set of

@@ -109,9 +109,138 @@ async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     Ok(principal)
 }
 
-/// The OpenAPI document of the REST API (JSON).
+/// The OpenAPI document of the REST API (JSON), as served at
+/// `/api/openapi.json`.
 pub fn spec_json() -> String {
-    openapi().spec()
+    let spec = openapi().spec();
+    match serde_json::from_str::<serde_json::Value>(&spec) {
+        Ok(mut v) => {
+            complete_spec(&mut v);
+            v.to_string()
+        }
+        Err(_) => spec,
+    }
+}
+
+/// Identifiers (agentId, taskType, idempotency keys): what
+/// `task::validate_ident` accepts.
+pub const IDENT_PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
+
+/// Request bodies that refuse unknown fields (`deny_unknown_fields`).
+const CLOSED_SCHEMAS: [&str; 8] = [
+    "CreateTaskRequest",
+    "BatchCreateRequest",
+    "ClaimRequest",
+    "HeartbeatRequest",
+    "CompleteRequest",
+    "FailRequest",
+    "AgentInput",
+    "TaskMetrics",
+];
+
+/// What poem-openapi cannot say itself: closed request bodies
+/// (`additionalProperties: false`), and the limits of a task to create, which
+/// the queue checks item by item (so a refused batch names each bad item)
+/// rather than the body parser.
+fn complete_spec(spec: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut spec["components"]["schemas"];
+    for name in CLOSED_SCHEMAS {
+        if let Some(schema) = schemas.get_mut(name).and_then(|s| s.as_object_mut()) {
+            schema.insert("additionalProperties".into(), json!(false));
+            // Optional fields accept an explicit null (read as absent).
+            let required: Vec<String> = schema
+                .get("required")
+                .and_then(|r| r.as_array())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                for (field, prop) in props.iter_mut() {
+                    if !required.contains(field)
+                        && let Some(prop) = prop.as_object_mut()
+                    {
+                        prop.insert("nullable".into(), json!(true));
+                    }
+                }
+            }
+        }
+    }
+    let limits = crate::task::Limits::default();
+    let ident = json!({"pattern": IDENT_PATTERN, "minLength": 1, "maxLength": limits.max_id_len});
+    let props = &mut schemas["CreateTaskRequest"]["properties"];
+    let constraints = [
+        ("agentId", ident.clone()),
+        ("taskType", ident.clone()),
+        ("idempotencyKey", ident),
+        (
+            "maxRetries",
+            json!({"minimum": 0, "maximum": limits.max_retries}),
+        ),
+        (
+            "timeoutMs",
+            json!({"minimum": 1, "maximum": limits.max_timeout_ms}),
+        ),
+        ("estimatedCost", json!({"minimum": 0, "maximum": 1e15})),
+        (
+            "runAt",
+            json!({"minimum": 0, "maximum": crate::task::MAX_RUN_AT_MS}),
+        ),
+    ];
+    for (field, extra) in constraints {
+        if let (Some(p), Some(extra)) = (
+            props.get_mut(field).and_then(|p| p.as_object_mut()),
+            extra.as_object(),
+        ) {
+            for (k, v) in extra {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The methods each path of the spec serves, for the `Allow` header of 405
+/// answers: (path segments, `None` for a `{param}`), methods.
+struct AllowTable(Vec<(Vec<Option<String>>, String)>);
+
+impl AllowTable {
+    fn from_spec(spec: &str) -> Self {
+        let v: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut rows = Vec::new();
+        if let Some(paths) = v["paths"].as_object() {
+            for (path, item) in paths {
+                let segments = path
+                    .split('/')
+                    .map(|s| (!s.starts_with('{')).then(|| s.to_string()))
+                    .collect();
+                let methods: Vec<String> = item
+                    .as_object()
+                    .map(|m| m.keys().map(|k| k.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                rows.push((segments, methods.join(", ")));
+            }
+        }
+        Self(rows)
+    }
+
+    fn allow(&self, path: &str) -> Option<&str> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .filter(|(pattern, _)| {
+                pattern.len() == segments.len()
+                    && pattern
+                        .iter()
+                        .zip(&segments)
+                        .all(|(p, s)| p.as_deref().is_none_or(|p| p == *s))
+            })
+            // A literal segment beats a parameter (as in the router).
+            .max_by_key(|(pattern, _)| pattern.iter().filter(|p| p.is_some()).count())
+            .map(|(_, methods)| methods.as_str())
+    }
 }
 
 fn openapi() -> OpenApiService<
@@ -147,7 +276,11 @@ fn openapi() -> OpenApiService<
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     crate::metrics::handle();
     let api = openapi();
-    let spec = api.spec_endpoint();
+    let spec_text = spec_json();
+    let allow = Arc::new(AllowTable::from_spec(&spec_text));
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::IntoResponse::with_content_type(spec_text.clone(), "application/json; charset=utf-8")
+    });
     let docs = api.swagger_ui();
     let max_body = state.config.max_body_bytes;
     let cors = cors(&state.config.cors_origins);
@@ -158,7 +291,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .data(state)
         .catch_all_error(|e| async move { error::render(e) })
         .around(move |ep, req| body_limit(ep, req, max_body))
-        .around(request_id)
+        .around(move |ep, req| request_id(ep, req, allow.clone()))
         .with(cors)
 }
 
@@ -191,7 +324,12 @@ fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-async fn request_id<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
+async fn request_id<E: Endpoint>(
+    ep: E,
+    req: Request,
+    allow: Arc<AllowTable>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_string();
     let id = req
         .header("x-request-id")
         .filter(|id| valid_request_id(id))
@@ -212,6 +350,12 @@ async fn request_id<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> 
         Err(e) => error::render(e),
     };
     let status = resp.status().as_u16();
+    if status == 405
+        && let Some(methods) = allow.allow(&path)
+        && let Ok(v) = HeaderValue::from_str(methods)
+    {
+        resp.headers_mut().insert(poem::http::header::ALLOW, v);
+    }
     let operation = resp
         .data::<poem_openapi::OperationId>()
         .map_or("unmatched", |op| op.0);

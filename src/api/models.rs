@@ -2,11 +2,66 @@
 //! Request bodies refuse unknown fields, so a client cannot set server-owned
 //! fields (status, retryCount, ownerId, lease) by sending them.
 
+use std::borrow::Cow;
+
+use poem_openapi::registry::MetaSchemaRef;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Object, Tags};
 use serde_json::Value;
 
 use crate::store::{Agent, AgentKind};
 use crate::task::{NewTask, Priority, Task, TaskMetrics};
+
+/// A JSON string, and only a string: poem-openapi's `String` also takes
+/// numbers and booleans (`false` would become "false"), which the schema
+/// does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Text(pub String);
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Type for Text {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for Text {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(Text(s)),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ToJSON for Text {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
 
 /// Operation groups of the spec.
 #[derive(Tags)]
@@ -32,9 +87,9 @@ pub enum ApiTags {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTaskRequest {
     /// Agent that should run it (letters, digits, `_ . -`; at most 128).
-    pub agent_id: String,
+    pub agent_id: Text,
     /// Kind of work (same characters as agentId).
-    pub task_type: String,
+    pub task_type: Text,
     /// Input for the agent (any JSON, at most 1 MiB serialized by default).
     pub input_data: Option<Value>,
     /// Claim priority (default NORMAL).
@@ -49,22 +104,22 @@ pub struct CreateTaskRequest {
     pub run_at: Option<i64>,
     /// Same key from the same owner returns the same task (also accepted as
     /// the `Idempotency-Key` header).
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<Text>,
 }
 
 impl CreateTaskRequest {
     /// The core request, owned by `owner`.
     pub fn into_new(self, owner: &str) -> NewTask {
         NewTask {
-            agent_id: self.agent_id,
-            task_type: self.task_type,
+            agent_id: self.agent_id.0,
+            task_type: self.task_type.0,
             input_data: self.input_data.unwrap_or(Value::Null),
             priority: self.priority.unwrap_or_default(),
             max_retries: self.max_retries,
             timeout_ms: self.timeout_ms,
             estimated_cost: self.estimated_cost,
             run_at: self.run_at,
-            idempotency_key: self.idempotency_key,
+            idempotency_key: self.idempotency_key.map(|k| k.0),
             owner_id: Some(owner.to_string()),
         }
     }
@@ -119,14 +174,14 @@ pub struct ClaimRequest {
     pub max_tasks: Option<u32>,
     /// Long-poll: wait up to this long (ms) for work when none is ready
     /// (default 0: answer at once).
-    #[oai(validator(maximum(value = "30000")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "30000")))]
     pub wait_ms: Option<u64>,
     /// Lease length in ms (default 30000); heartbeat before it runs out.
     #[oai(validator(minimum(value = "1000"), maximum(value = "3600000")))]
     pub lease_ms: Option<u64>,
     /// Worker id recorded on the tasks (default: the token's subject).
-    #[oai(validator(min_length = 1, max_length = 128))]
-    pub worker_id: Option<String>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.@+-]+$", min_length = 1, max_length = 128))]
+    pub worker_id: Option<Text>,
 }
 
 /// A leased task.
@@ -189,7 +244,7 @@ pub struct ClaimResult {
 pub struct HeartbeatRequest {
     /// Lease token from the claim.
     #[oai(validator(min_length = 1, max_length = 64))]
-    pub token: String,
+    pub token: Text,
     /// New lease length from now (ms, default 30000).
     #[oai(validator(minimum(value = "1000"), maximum(value = "3600000")))]
     pub lease_ms: Option<u64>,
@@ -211,12 +266,14 @@ pub struct HeartbeatResult {
 pub struct CompleteRequest {
     /// Lease token from the claim.
     #[oai(validator(min_length = 1, max_length = 64))]
-    pub token: String,
+    pub token: Text,
     /// Output (any JSON, at most 1 MiB serialized by default).
     pub output_data: Option<Value>,
     /// What the attempt cost.
+    #[oai(validator(minimum(value = "-1e15"), maximum(value = "1e15")))]
     pub actual_cost: Option<f64>,
     /// Quality of the output (0..1 by convention).
+    #[oai(validator(minimum(value = "-1e15"), maximum(value = "1e15")))]
     pub quality_score: Option<f64>,
     /// Duration and token counts.
     pub metrics: Option<TaskMetrics>,
@@ -228,10 +285,10 @@ pub struct CompleteRequest {
 pub struct FailRequest {
     /// Lease token from the claim.
     #[oai(validator(min_length = 1, max_length = 64))]
-    pub token: String,
+    pub token: Text,
     /// What went wrong (cut to 4096 characters).
     #[oai(validator(min_length = 1))]
-    pub error_message: String,
+    pub error_message: Text,
     /// False when another attempt cannot help (default true).
     pub retryable: Option<bool>,
 }
@@ -242,15 +299,15 @@ pub struct FailRequest {
 pub struct AgentInput {
     /// Display name.
     #[oai(validator(max_length = 256))]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// Free-form type (`llm`, `translator` ...).
     #[oai(rename = "type", validator(max_length = 64))]
-    pub agent_type: Option<String>,
+    pub agent_type: Option<Text>,
     /// How its tasks run (default EXTERNAL).
     pub kind: Option<AgentKind>,
     /// Endpoint the HTTP executor posts to (kind HTTP).
     #[oai(validator(max_length = 2048))]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Text>,
     /// Most of its tasks one node runs at once.
     #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
     pub concurrency: Option<u32>,
@@ -261,10 +318,10 @@ impl AgentInput {
     pub fn into_agent(self, id: String) -> Agent {
         Agent {
             id,
-            name: self.name.unwrap_or_default(),
-            agent_type: self.agent_type.unwrap_or_default(),
+            name: self.name.unwrap_or_default().0,
+            agent_type: self.agent_type.unwrap_or_default().0,
             kind: self.kind.unwrap_or_default(),
-            endpoint: self.endpoint,
+            endpoint: self.endpoint.map(|e| e.0),
             concurrency: self.concurrency,
         }
     }

@@ -47,63 +47,33 @@ pub(super) async fn visible_task(
     }
 }
 
-/// A time parameter: Unix ms or RFC 3339.
-fn parse_time(what: &str, value: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(ms);
-    }
-    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            ApiError::validation(format!(
-                "{what} must be Unix milliseconds or an RFC 3339 date-time"
-            ))
-        })
-}
-
-fn parse_range(
-    start: Option<&str>,
-    end: Option<&str>,
-) -> Result<(Option<i64>, Option<i64>), ApiError> {
-    let from = start.map(|v| parse_time("startDate", v)).transpose()?;
-    let to = end.map(|v| parse_time("endDate", v)).transpose()?;
-    if let (Some(a), Some(b)) = (from, to)
-        && a > b
-    {
-        return Err(ApiError::validation("startDate is after endDate"));
-    }
-    Ok((from, to))
-}
-
 #[OpenApi(tag = "ApiTags::Tasks")]
 impl TasksApi {
     /// Create a task
     ///
     /// Queues a task for its agent. The task is owned by the token's subject.
     /// With an idempotency key (header `Idempotency-Key` or field
-    /// `idempotencyKey`), a repeat from the same owner returns the first task
-    /// with 200 instead of creating another.
+    /// `idempotencyKey`; the header wins when both are given), a repeat from
+    /// the same owner returns the first task with 200 instead of creating
+    /// another.
     #[oai(path = "/api/ai/tasks", method = "post", operation_id = "createTask")]
     async fn create(
         &self,
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Same as the `idempotencyKey` field.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
+        )]
         idempotency_key: Header<Option<String>>,
         body: Json<CreateTaskRequest>,
     ) -> Result<CreateResponse, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
         principal.require_submitter()?;
         let mut req = body.0;
-        match (idempotency_key.0, &req.idempotency_key) {
-            (Some(h), Some(f)) if &h != f => {
-                return Err(ApiError::validation(
-                    "Idempotency-Key header and idempotencyKey field differ",
-                )
-                .into());
-            }
-            (Some(h), None) => req.idempotency_key = Some(h),
-            _ => {}
+        // The header wins over the field when both are given.
+        if let Some(key) = idempotency_key.0 {
+            req.idempotency_key = Some(super::models::Text(key));
         }
         let created = state
             .store
@@ -133,21 +103,33 @@ impl TasksApi {
         /// Only this priority.
         priority: Query<Option<Priority>>,
         /// Only this agent.
-        #[oai(name = "agentId", validator(min_length = 1, max_length = 128))]
+        #[oai(
+            name = "agentId",
+            validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
+        )]
         agent_id: Query<Option<String>>,
         /// Only this task type.
-        #[oai(name = "taskType", validator(min_length = 1, max_length = 128))]
+        #[oai(
+            name = "taskType",
+            validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
+        )]
         task_type: Query<Option<String>>,
-        /// Created at or after (Unix ms or RFC 3339).
-        #[oai(name = "startDate", validator(max_length = 64))]
-        start_date: Query<Option<String>>,
-        /// Created at or before (Unix ms or RFC 3339).
-        #[oai(name = "endDate", validator(max_length = 64))]
-        end_date: Query<Option<String>>,
-        /// Page number, from 1.
+        /// Created at or after (Unix ms).
+        #[oai(
+            name = "startDate",
+            validator(minimum(value = "0"), maximum(value = "253402300799999"))
+        )]
+        start_date: Query<Option<i64>>,
+        /// Created at or before (Unix ms); before startDate: nothing matches.
+        #[oai(
+            name = "endDate",
+            validator(minimum(value = "0"), maximum(value = "253402300799999"))
+        )]
+        end_date: Query<Option<i64>>,
+        /// Page number, 1 to 100 (deeper: follow `nextCursor`).
         #[oai(
             default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "10001"))
+            validator(minimum(value = "1"), maximum(value = "100"))
         )]
         page: Query<u32>,
         /// Tasks per page, 1 to 100.
@@ -157,19 +139,18 @@ impl TasksApi {
         )]
         limit: Query<u32>,
         /// `nextCursor` of the previous page (then `page` is ignored).
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(pattern = r"^[0-9]+$", min_length = 1, max_length = 19))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<TaskPage>, Errors<{ s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN }>> {
         principal.require_task_reader()?;
-        let (from, to) = parse_range(start_date.0.as_deref(), end_date.0.as_deref())?;
         let mut filter = ListFilter {
             status: status.0,
             priority: priority.0,
             agent_id: agent_id.0,
             task_type: task_type.0,
             owner_id: None,
-            created_from_ms: from,
-            created_to_ms: to,
+            created_from_ms: start_date.0,
+            created_to_ms: end_date.0,
             page: page.0,
             limit: limit.0,
             cursor: cursor.0,
@@ -342,24 +323,36 @@ impl TasksApi {
         BearerAuth(_principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Only this agent.
-        #[oai(name = "agentId", validator(min_length = 1, max_length = 128))]
+        #[oai(
+            name = "agentId",
+            validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
+        )]
         agent_id: Query<Option<String>>,
         /// Only this task type.
-        #[oai(name = "taskType", validator(min_length = 1, max_length = 128))]
+        #[oai(
+            name = "taskType",
+            validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
+        )]
         task_type: Query<Option<String>>,
-        /// First day (Unix ms or RFC 3339).
-        #[oai(name = "startDate", validator(max_length = 64))]
-        start_date: Query<Option<String>>,
-        /// Last day (Unix ms or RFC 3339).
-        #[oai(name = "endDate", validator(max_length = 64))]
-        end_date: Query<Option<String>>,
+        /// A time in the first day (Unix ms; default 29 days before endDate;
+        /// at most 366 days are counted, the latest; after endDate: none).
+        #[oai(
+            name = "startDate",
+            validator(minimum(value = "0"), maximum(value = "253402300799999"))
+        )]
+        start_date: Query<Option<i64>>,
+        /// A time in the last day (Unix ms; default now).
+        #[oai(
+            name = "endDate",
+            validator(minimum(value = "0"), maximum(value = "253402300799999"))
+        )]
+        end_date: Query<Option<i64>>,
     ) -> Result<Json<Statistics>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
-        let (from_ms, to_ms) = parse_range(start_date.0.as_deref(), end_date.0.as_deref())?;
         let filter = StatsFilter {
             agent_id: agent_id.0,
             task_type: task_type.0,
-            from_ms,
-            to_ms,
+            from_ms: start_date.0,
+            to_ms: end_date.0,
         };
         Ok(Json(state.store.statistics(&filter).await?))
     }

@@ -85,7 +85,7 @@ impl WorkersApi {
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Agent whose tasks to claim.
-        #[oai(validator(min_length = 1, max_length = 128))]
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128))]
         agent_id: Path<String>,
         body: Json<ClaimRequest>,
     ) -> Result<Json<ClaimResult>, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
@@ -93,7 +93,7 @@ impl WorkersApi {
         principal.require_runner(&agent)?;
         validate_ident("agentId", &agent, DEFAULT_MAX_ID_LEN, &[])?;
         let req = body.0;
-        let worker_id = req.worker_id.unwrap_or_else(|| principal.sub.clone());
+        let worker_id = req.worker_id.map_or_else(|| principal.sub.clone(), |w| w.0);
         validate_ident(
             "workerId",
             &worker_id,
@@ -163,7 +163,7 @@ impl WorkersApi {
             .unwrap_or(DEFAULT_LEASE);
         let states = state
             .store
-            .heartbeat(&[(id.0.clone(), body.0.token)], lease)
+            .heartbeat(&[(id.0.clone(), body.0.token.0)], lease)
             .await?;
         match states.first() {
             Some(LeaseState::Held) => Ok(Json(HeartbeatResult {
@@ -205,7 +205,7 @@ impl WorkersApi {
         let b = body.0;
         let completion = Completion {
             id: id.0.clone(),
-            token: b.token,
+            token: b.token.0,
             output_data: b.output_data,
             actual_cost: b.actual_cost,
             quality_score: b.quality_score,
@@ -237,8 +237,8 @@ impl WorkersApi {
         let b = body.0;
         let failure = Failure {
             id: id.0.clone(),
-            token: b.token,
-            error_message: b.error_message,
+            token: b.token.0,
+            error_message: b.error_message.0,
             retryable: b.retryable.unwrap_or(true),
             timed_out: false,
         };

@@ -15,7 +15,7 @@ use fred::types::Value;
 use serde::Serialize;
 
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::task::validate_ident;
 
 const DAY_MS: i64 = 86_400_000;
@@ -98,7 +98,8 @@ pub struct Statistics {
     pub by_agent: BTreeMap<String, Breakdown>,
     /// Per task type.
     pub by_task_type: BTreeMap<String, Breakdown>,
-    /// First UTC day counted (ms at 00:00).
+    /// First UTC day counted (ms at 00:00). A range longer than 366 days is
+    /// cut to its last 366 days.
     pub from_ms: i64,
     /// Last UTC day counted (ms at 00:00).
     pub to_ms: i64,
@@ -119,15 +120,16 @@ impl Store {
             .from_ms
             .map_or(to_day - DEFAULT_DAYS + 1, |ms| ms.div_euclid(DAY_MS));
         if from_day > to_day {
-            return Err(Error::Validation(
-                "the start date is after the end date".into(),
-            ));
+            // An empty range: nothing to count.
+            return Ok(Statistics {
+                from_ms: from_day * DAY_MS,
+                to_ms: to_day * DAY_MS,
+                ..Statistics::default()
+            });
         }
-        if to_day - from_day + 1 > MAX_DAYS {
-            return Err(Error::Validation(format!(
-                "a date range covers at most {MAX_DAYS} days"
-            )));
-        }
+        // At most MAX_DAYS days, the latest ones (older days have expired
+        // anyway); `from_ms` in the answer shows the first day counted.
+        let from_day = from_day.max(to_day - MAX_DAYS + 1);
         let pipe = self.pool().next().pipeline();
         for day in from_day..=to_day {
             let _: () = pipe.hgetall(self.keys().stats(day)).await?;

@@ -129,6 +129,8 @@ async fn bad_task_input_is_refused_and_changes_nothing() {
         json!({"agentId": "a", "taskType": "t", "estimatedCost": -1}),
         json!({"agentId": "a", "taskType": "t", "runAt": -5}),
         json!({"agentId": "a", "taskType": "t", "maxRetries": "three"}),
+        json!({"agentId": "a", "taskType": false}),
+        json!({"agentId": 7, "taskType": "t"}),
         json!({"agentId": "a", "taskType": "t", "idempotencyKey": "a b"}),
         json!({"agentId": "a", "taskType": "t", "inputData": {"x": "y".repeat(1024 * 1024 + 1)}}),
         json!([1, 2]),
@@ -177,10 +179,11 @@ async fn bad_task_input_is_refused_and_changes_nothing() {
         .get("/api/ai/nothing-here/x")
         .await
         .expect_error(404, "NOT_FOUND");
-    admin
-        .delete("/api/ai/tasks")
-        .await
-        .expect_error(405, "METHOD_NOT_ALLOWED");
+    let wrong_method = admin.delete("/api/ai/tasks").await;
+    assert_eq!(wrong_method.headers["allow"], "GET, POST");
+    wrong_method.expect_error(405, "METHOD_NOT_ALLOWED");
+    let wrong_method = admin.delete("/api/ai/tasks/task_x/cancel").await;
+    assert_eq!(wrong_method.headers["allow"], "PUT");
     node.stop().await;
 }
 
@@ -217,12 +220,22 @@ async fn an_idempotency_key_returns_the_same_task() {
         .await
         .expect(200);
     assert_eq!(by_field["id"], first["id"]);
-    // Header and field must agree.
+    // The header wins over the field.
+    let header_wins = Api::send(
+        alice
+            .request(reqwest::Method::POST, "/api/ai/tasks")
+            .header("Idempotency-Key", "order-42")
+            .json(&json!({"agentId": "a", "taskType": "t", "idempotencyKey": "order-2"})),
+    )
+    .await
+    .expect(200);
+    assert_eq!(header_wins["id"], first["id"]);
+    // A malformed key is refused.
     Api::send(
         alice
             .request(reqwest::Method::POST, "/api/ai/tasks")
-            .header("Idempotency-Key", "order-1")
-            .json(&json!({"agentId": "a", "taskType": "t", "idempotencyKey": "order-2"})),
+            .header("Idempotency-Key", "a b")
+            .json(&body),
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
@@ -396,8 +409,14 @@ async fn lists_filter_page_and_count_correctly() {
         alice.get(&q).await.expect(200)["totalCount"],
         json!(at_newest)
     );
-    let rfc = "/api/ai/tasks?startDate=2000-01-01T00:00:00Z&endDate=2000-01-02T00:00:00Z";
-    assert_eq!(alice.get(rfc).await.expect(200)["totalCount"], 0);
+    // Year 2000, and an empty range (end before start): nothing matches.
+    for q in [
+        "startDate=946684800000&endDate=946771200000",
+        "startDate=946771200000&endDate=946684800000",
+    ] {
+        let page = alice.get(&format!("/api/ai/tasks?{q}")).await.expect(200);
+        assert_eq!(page["totalCount"], 0, "{q}");
+    }
 
     for bad in [
         "limit=101",
@@ -406,7 +425,9 @@ async fn lists_filter_page_and_count_correctly() {
         "status=DONE",
         "priority=MEGA",
         "startDate=yesterday",
-        "startDate=2000-01-02T00:00:00Z&endDate=2000-01-01T00:00:00Z",
+        "startDate=2000-01-02T00:00:00Z",
+        "startDate=-1",
+        "page=101",
         "cursor=garbage",
         "agentId=a%7Bb%7D",
     ] {
@@ -468,6 +489,14 @@ async fn queue_status_statistics_and_nodes_describe_the_work() {
         .get("/api/ai/tasks/statistics/summary?startDate=2020-01-01T00:00:00Z")
         .await
         .expect_error(400, "VALIDATION_ERROR");
+    // A range longer than 366 days counts its last 366 days.
+    let long = alice
+        .get("/api/ai/tasks/statistics/summary?startDate=0")
+        .await
+        .expect(200);
+    let days = (long["toMs"].as_i64().unwrap() - long["fromMs"].as_i64().unwrap()) / 86_400_000;
+    assert_eq!(days, 365);
+    assert_eq!(long["completedTasks"], 1);
 
     let nodes = alice.get("/api/ai/nodes").await.expect(200);
     let listed = nodes["nodes"].as_array().unwrap();
@@ -715,6 +744,20 @@ async fn the_spec_documents_every_operation_and_the_docs_are_served() {
         }
     }
     assert_eq!(operations, 24, "operations in the spec");
+    // Request bodies are closed, and task limits are in the schema.
+    let create = &spec["components"]["schemas"]["CreateTaskRequest"];
+    assert_eq!(create["additionalProperties"], false);
+    assert_eq!(
+        create["properties"]["agentId"]["pattern"],
+        "^[A-Za-z0-9_.-]+$"
+    );
+    assert_eq!(create["properties"]["agentId"]["maxLength"], 128);
+    assert_eq!(create["properties"]["maxRetries"]["nullable"], true);
+    assert_eq!(create["properties"]["maxRetries"]["maximum"], 100);
+    assert_eq!(
+        spec["components"]["schemas"]["ClaimRequest"]["additionalProperties"],
+        false
+    );
     assert_eq!(
         spec["paths"]["/api/ai/tasks/{id}/retry"]["get"]["deprecated"],
         true
