@@ -75,11 +75,15 @@ pub mod names {
     pub const STREAM_LENGTH: &str = "taskherd_event_stream_length";
     /// Gauge (shared): seconds since the newest lifecycle event.
     pub const STREAM_LAG: &str = "taskherd_event_stream_lag_seconds";
-    /// Gauge: 1, with this node's version.
+    /// Gauge: 1, with this node's version and id.
     pub const NODE_INFO: &str = "taskherd_node_info";
+    /// Gauge (shared): QUEUED tasks waiting for runAt or a retry backoff.
+    pub const QUEUE_DELAYED: &str = "taskherd_queue_delayed_tasks";
+    /// Gauge: 1 when this node's last read of the shared queue worked.
+    pub const QUEUE_READ_OK: &str = "taskherd_queue_read_ok";
 
     /// Every metric this crate exports (the README's table lists them too).
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 30] = [
         TASKS_CREATED,
         TASKS_STARTED,
         TASKS_COMPLETED,
@@ -108,6 +112,8 @@ pub mod names {
         STREAM_LENGTH,
         STREAM_LAG,
         NODE_INFO,
+        QUEUE_DELAYED,
+        QUEUE_READ_OK,
     ];
 }
 
@@ -235,7 +241,15 @@ fn describe() {
         STREAM_LAG,
         "Shared: seconds since the newest lifecycle event was written; aggregate with min"
     );
-    describe_gauge!(NODE_INFO, "1 per node (version)");
+    describe_gauge!(NODE_INFO, "1 per node (version, node)");
+    describe_gauge!(
+        QUEUE_DELAYED,
+        "Shared: QUEUED tasks waiting for runAt or a retry backoff; aggregate with max"
+    );
+    describe_gauge!(
+        QUEUE_READ_OK,
+        "1 when this node read the shared queue gauges from Redis at the last scrape, else 0 (they are then stale)"
+    );
     // Error counters start at zero, so rate() and absent() work from the start.
     for name in crate::store::scripts::Name::ALL {
         counter!(SCRIPT_ERRORS, "script" => name.file_stem()).absolute(0);
@@ -245,7 +259,6 @@ fn describe() {
     gauge!(WS_CONNECTIONS).set(0.0);
     counter!(WS_MESSAGES, "direction" => "in").absolute(0);
     counter!(WS_MESSAGES, "direction" => "out").absolute(0);
-    gauge!(NODE_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 fn secs(ms: u64) -> f64 {

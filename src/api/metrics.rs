@@ -20,7 +20,13 @@ pub(super) struct MetricsApi;
 /// Sets the shared queue gauges from Redis; a Redis error leaves them as they
 /// were (the scrape still answers with the node's own series).
 async fn refresh_shared(state: &AppState) {
-    if let Ok(status) = state.store.queue_status().await {
+    gauge!(names::NODE_INFO, "version" => env!("CARGO_PKG_VERSION"),
+        "node" => state.node_id.clone())
+    .set(1.0);
+    let status = state.store.queue_status().await;
+    gauge!(names::QUEUE_READ_OK).set(if status.is_ok() { 1.0 } else { 0.0 });
+    if let Ok(status) = status {
+        gauge!(names::QUEUE_DELAYED).set(status.delayed_tasks as f64);
         for agent in &status.agents {
             let a = agent.agent_id.clone();
             for st in TaskStatus::ALL {

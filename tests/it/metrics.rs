@@ -334,6 +334,8 @@ async fn metrics_count_what_the_node_did_and_pass_promtool() {
         3.0
     );
     assert!(v(names::STREAM_LENGTH, &[]) >= 20.0);
+    assert_eq!(v(names::QUEUE_READ_OK, &[]), 1.0);
+    assert_eq!(v(names::QUEUE_DELAYED, &[]), 0.0);
     assert_eq!(v(names::WORKER_SLOTS, &[]), 10.0);
     assert_eq!(
         v(names::NODE_INFO, &[("version", env!("CARGO_PKG_VERSION"))]),
