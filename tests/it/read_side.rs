@@ -711,20 +711,29 @@ async fn statistics_report_counts_rates_durations_cost_and_quality_by_agent_type
 }
 
 #[tokio::test]
-async fn statistics_refuse_bad_ranges_and_identifiers() {
+async fn statistics_refuse_bad_identifiers_and_bound_their_range() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
-    let bad = [
-        StatsFilter {
+    // An inverted range is empty; a range past 366 days counts its last 366.
+    let empty = store
+        .statistics(&StatsFilter {
             from_ms: Some(T0_MS + DAY_MS),
             to_ms: Some(T0_MS),
             ..StatsFilter::default()
-        },
-        StatsFilter {
+        })
+        .await
+        .unwrap();
+    assert_eq!(empty.total_tasks, 0);
+    let long = store
+        .statistics(&StatsFilter {
             from_ms: Some(T0_MS - 400 * DAY_MS),
             to_ms: Some(T0_MS),
             ..StatsFilter::default()
-        },
+        })
+        .await
+        .unwrap();
+    assert_eq!(long.to_ms - long.from_ms, (MAX_DAYS - 1) * DAY_MS);
+    let bad = [
         StatsFilter {
             agent_id: Some("a{b}".into()),
             ..StatsFilter::default()
