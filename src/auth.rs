@@ -6,6 +6,12 @@
 //! are refused), requires `exp` and `sub`, checks `nbf` when present, and
 //! checks `iss` / `aud` when configured. Clock leeway: [`LEEWAY_S`] seconds.
 //!
+//! Verified tokens are cached (at most [`MAX_CACHED_TOKENS`], all forgotten
+//! when full) with their principal, `exp` and `nbf`, so a client's repeated
+//! requests skip the signature and JSON work; a cached token is still checked
+//! against the clock (same leeway) on every use. Refused tokens are never
+//! cached.
+//!
 //! Roles (claim `role`):
 //! - `admin`: everything, every owner's tasks;
 //! - `user`: creates tasks and sees only the tasks it owns (`sub` is the
@@ -15,6 +21,8 @@
 //! - `metrics`: for scrapers: reads `/metrics`, queue status, statistics,
 //!   agents and nodes; no tasks.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -29,6 +37,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub const LEEWAY_S: u64 = 5;
 /// Longest lifetime `taskherd token` mints (one year).
 pub const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
+/// Most verified tokens a node remembers; past it the cache starts over.
+pub const MAX_CACHED_TOKENS: usize = 10_000;
 
 /// A principal's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -155,6 +165,74 @@ pub struct Auth {
     encoding: EncodingKey,
     validation: Validation,
     config: AuthConfig,
+    /// Tokens that verified (shared by clones: same secret and rules).
+    verified: Arc<TokenCache>,
+}
+
+/// What a verified token stands for, and when it stops being valid.
+#[derive(Clone, Debug)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+impl Verified {
+    /// The principal, if the token is still valid at `now` (the same checks
+    /// and leeway as jsonwebtoken's).
+    fn at(&self, now: u64) -> Result<Principal, AuthError> {
+        if self.exp.saturating_add(LEEWAY_S) < now {
+            return Err(AuthError::Expired);
+        }
+        if self
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_S))
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(self.principal.clone())
+    }
+}
+
+/// A bounded map of verified tokens.
+struct TokenCache {
+    cap: usize,
+    tokens: Mutex<HashMap<String, Verified>>,
+}
+
+impl TokenCache {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached verdict on `token` at `now`; an expired entry is dropped.
+    fn get(&self, token: &str, now: u64) -> Option<Result<Principal, AuthError>> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let verdict = tokens.get(token)?.at(now);
+        if verdict == Err(AuthError::Expired) {
+            tokens.remove(token);
+        }
+        Some(verdict)
+    }
+
+    fn insert(&self, token: &str, verified: Verified) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if tokens.len() >= self.cap && !tokens.contains_key(token) {
+            tokens.clear();
+        }
+        tokens.insert(token.to_string(), verified);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 impl Auth {
@@ -190,11 +268,29 @@ impl Auth {
             encoding: EncodingKey::from_secret(&config.secret),
             validation,
             config,
+            verified: Arc::new(TokenCache::new(MAX_CACHED_TOKENS)),
         })
     }
 
     /// The principal a bearer token stands for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`Auth::verify`], with `now` (Unix seconds) for the checks of a cached
+    /// token; a token seen for the first time is checked against the clock.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        if let Some(verdict) = self.verified.get(token, now) {
+            return verdict;
+        }
+        let verified = self.decode(token)?;
+        let principal = verified.principal.clone();
+        self.verified.insert(token, verified);
+        Ok(principal)
+    }
+
+    /// Checks the signature and the claims.
+    fn decode(&self, token: &str) -> Result<Verified, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
@@ -215,7 +311,13 @@ impl Auth {
                 _ => AuthError::Invalid("malformed token".into()),
             })?;
         let claims = data.claims;
-        principal_from(claims).map_err(AuthError::Invalid)
+        let (exp, nbf) = (claims.exp, claims.nbf);
+        let principal = principal_from(claims).map_err(AuthError::Invalid)?;
+        Ok(Verified {
+            principal,
+            exp,
+            nbf,
+        })
     }
 
     /// Signs a token for `sub` valid for `ttl` (at most [`MAX_TTL`]).
@@ -417,6 +519,62 @@ mod tests {
         assert_eq!(
             other_aud.verify(&t),
             Err(AuthError::Invalid("wrong audience".into()))
+        );
+    }
+
+    #[test]
+    fn cached_tokens_expire_with_the_same_leeway() {
+        let a = auth();
+        let t = a
+            .mint("u", Role::User, None, Duration::from_secs(60))
+            .unwrap();
+        let now = unix_now();
+        assert_eq!(a.verify(&t).unwrap().sub, "u");
+        assert_eq!(a.verified.len(), 1, "cached");
+        let exp = a.verified.tokens.lock().unwrap()[t.as_str()].exp;
+        assert!(exp >= now + 60);
+        // Within the leeway: still valid, from the cache.
+        assert_eq!(a.verify_at(&t, exp + LEEWAY_S).unwrap().sub, "u");
+        // Past it: refused as expired, and forgotten.
+        assert_eq!(a.verify_at(&t, exp + LEEWAY_S + 1), Err(AuthError::Expired));
+        assert_eq!(a.verified.len(), 0);
+        // Clones share the cache.
+        let b = a.clone();
+        b.verify(&t).unwrap();
+        assert_eq!(a.verified.len(), 1);
+    }
+
+    #[test]
+    fn refused_tokens_are_not_cached_and_the_cache_is_bounded() {
+        let a = auth();
+        let t = a
+            .mint("u", Role::User, None, Duration::from_secs(60))
+            .unwrap();
+        // One character of the signature changed.
+        let i = t.len() - 10;
+        let c = if &t[i..=i] == "A" { "B" } else { "A" };
+        let forged = format!("{}{c}{}", &t[..i], &t[i + 1..]);
+        assert!(a.verify(&forged).is_err());
+        assert!(a.verify(&forged).is_err());
+        assert_eq!(a.verified.len(), 0);
+
+        let cache = TokenCache::new(2);
+        let v = Verified {
+            principal: a.verify(&t).unwrap(),
+            exp: u64::MAX,
+            nbf: Some(100),
+        };
+        cache.insert("t1", v.clone());
+        cache.insert("t2", v.clone());
+        cache.insert("t2", v.clone());
+        assert_eq!(cache.len(), 2);
+        cache.insert("t3", v.clone());
+        assert_eq!(cache.len(), 1, "full: starts over");
+        assert!(cache.get("t3", 200).unwrap().is_ok());
+        assert!(cache.get("t1", 200).is_none());
+        assert_eq!(
+            cache.get("t3", 100 - LEEWAY_S - 1),
+            Some(Err(AuthError::NotYetValid))
         );
     }
 }

@@ -10,10 +10,11 @@
 # bounded in time (BENCH_DURATION s, at most 120) and in count
 # (BENCH_MAX_REQUESTS). The node runs with its own redis-server (no
 # REDIS_URL), workers off (--no-worker: the GET reads one stable QUEUED task),
-# a rate limit far above the load (so the limiter's Redis round trip is
-# measured but never refuses), and a token minted by `taskherd token`. Then
-# the node is restarted with the rate limit off (TASKHERD_RATE_LIMIT=0) and
-# measured again, which shows the limiter's share.
+# a rate limit far above the load (so the limiter counts every request and
+# syncs with Redis every 50 ms, but never refuses), and a token minted by
+# `taskherd token`. Then the node is restarted with the rate limit off
+# (TASKHERD_RATE_LIMIT=0) and measured again, which shows the limiter's share.
+# TASKHERD_REDIS_POOL in the environment reaches the node (pool comparisons).
 #
 # Exits non-zero when any taskherd response was not 2xx.
 set -euo pipefail
@@ -172,6 +173,7 @@ BARE_URL="http://127.0.0.1:$BARE_PORT/api/ai/tasks"
 NODE_URL="http://127.0.0.1:$NODE_PORT/api/ai/tasks"
 echo "bench-http: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS," \
   "${DURATION} s per run after ${WARMUP} s warm-up; GET reads $TASK_ID;" \
+  "Redis pool: ${TASKHERD_REDIS_POOL:-default};" \
   "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 measure "POST /api/ai/tasks" "bare poem" POST "$BARE_URL" ""
