@@ -26,7 +26,7 @@ use super::tasks::visible_task;
 use super::{AppState, BearerAuth, MAX_WAIT};
 use crate::auth::{Principal, Role};
 use crate::store::{self, Completion, Failure, LeaseState};
-use crate::task::{DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS, Task, validate_ident};
+use crate::task::{DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS, Task, validate_ident, validate_task_id};
 
 pub(super) struct WorkersApi;
 
@@ -38,19 +38,21 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 const RUN_ERRORS: u16 = s::WITH_BODY | s::FORBIDDEN | s::NOT_FOUND | s::CONFLICT;
 
-/// The task a runner may act on: users are refused, other agents' tasks are
-/// not found.
-async fn runnable_task(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<Task, ApiError> {
-    if principal.role == Role::User {
-        return Err(
-            crate::auth::Forbidden("running tasks needs a worker or admin token".into()).into(),
-        );
+/// Whether the principal may run task `id`: admins any (a missing task is
+/// then found missing by the script itself), workers their agent's (another
+/// agent's task is not found; one field is read, not the whole record),
+/// other roles none.
+async fn check_runner(state: &AppState, principal: &Principal, id: &str) -> Result<(), ApiError> {
+    match principal.role {
+        Role::Admin => validate_task_id(id).map_err(|_| ApiError::task_not_found(id)),
+        Role::Worker => match state.store.agent_of(id).await? {
+            Some(agent) if principal.agent.as_deref() == Some(agent.as_str()) => Ok(()),
+            _ => Err(ApiError::task_not_found(id)),
+        },
+        Role::User | Role::Metrics => {
+            Err(crate::auth::Forbidden("running tasks needs a worker or admin token".into()).into())
+        }
     }
-    visible_task(state, principal, id).await
 }
 
 fn first<T>(results: Vec<crate::Result<T>>) -> Result<T, ApiError> {
@@ -155,7 +157,7 @@ impl WorkersApi {
         id: Path<String>,
         body: Json<HeartbeatRequest>,
     ) -> Result<Json<HeartbeatResult>, Errors<RUN_ERRORS>> {
-        runnable_task(state, &principal, &id.0).await?;
+        check_runner(state, &principal, &id.0).await?;
         let lease = body
             .0
             .lease_ms
@@ -201,7 +203,7 @@ impl WorkersApi {
         id: Path<String>,
         body: Json<CompleteRequest>,
     ) -> Result<Json<Task>, Errors<RUN_ERRORS>> {
-        runnable_task(state, &principal, &id.0).await?;
+        check_runner(state, &principal, &id.0).await?;
         let b = body.0;
         let completion = Completion {
             id: id.0.clone(),
@@ -233,7 +235,7 @@ impl WorkersApi {
         id: Path<String>,
         body: Json<FailRequest>,
     ) -> Result<Json<Task>, Errors<RUN_ERRORS>> {
-        runnable_task(state, &principal, &id.0).await?;
+        check_runner(state, &principal, &id.0).await?;
         let b = body.0;
         let failure = Failure {
             id: id.0.clone(),

@@ -195,6 +195,14 @@ impl Store {
         parse_task(pairs).map(Some)
     }
 
+    /// The agent of a task (one field, not the whole record), or None.
+    pub async fn agent_of(&self, id: &str) -> Result<Option<String>> {
+        if validate_task_id(id).is_err() {
+            return Ok(None);
+        }
+        Ok(self.pool().hget(self.keys().task(id), "agentId").await?)
+    }
+
     /// One page of tasks matching `filter`, newest first, with the total count.
     pub async fn list(&self, filter: &ListFilter) -> Result<TaskPage> {
         let limit = filter.limit;

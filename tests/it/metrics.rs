@@ -189,6 +189,13 @@ async fn metrics_count_what_the_node_did_and_pass_promtool() {
         .await
         .expect_error(403, "FORBIDDEN");
     scraper.get("/api/ai/tasks/queue/status").await.expect(200);
+    scraper
+        .post(
+            &format!("/api/ai/tasks/{cid}/heartbeat"),
+            json!({"token": "t"}),
+        )
+        .await
+        .expect_error(403, "FORBIDDEN");
     let resp = scraper
         .request(reqwest::Method::GET, "/metrics")
         .send()
