@@ -128,7 +128,7 @@ impl Priority {
 pub struct TaskMetrics {
     /// Wall time the handler reports (ms); the queue measures its own too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub duration_ms: Option<u64>,
     /// Tokens sent to the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -59,6 +59,22 @@ async fn an_http_worker_claims_heartbeats_and_completes() {
         .expect(200);
     assert_eq!(beat["held"], true);
 
+    // Metrics past 2^53 - 1 (the spec's maximum) are refused; the task keeps running.
+    for metrics in [
+        json!({"durationMs": 9_007_199_254_740_992u64}),
+        json!({"tokensIn": 9_007_199_254_740_992u64}),
+        json!({"durationMs": 1.6e33}),
+    ] {
+        w.post(
+            &format!("/api/ai/tasks/{id}/complete"),
+            json!({"token": lease_token, "metrics": metrics}),
+        )
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    }
+    let still = alice.get(&format!("/api/ai/tasks/{id}")).await.expect(200);
+    assert_eq!(still["status"], "PROCESSING");
+
     let done = w
         .post(
             &format!("/api/ai/tasks/{id}/complete"),
