@@ -15,6 +15,7 @@ mod heartbeat;
 pub mod keys;
 mod promote;
 mod query;
+mod reads;
 mod reap;
 mod reply;
 mod requeue;
@@ -94,6 +95,7 @@ struct Inner {
     clock: Clock,
     config: StoreConfig,
     creates: create::Coalescer,
+    reads: reads::ReadGroup,
 }
 
 /// Builds the Redis client configuration shared by pools and subscribers:
@@ -144,9 +146,11 @@ impl Store {
                 clock,
                 config,
                 creates: create::Coalescer::default(),
+                reads: reads::ReadGroup::default(),
             }),
         };
         store.inner.creates.start(store.downgrade());
+        store.inner.reads.start(store.downgrade());
         Ok(store)
     }
 

@@ -45,10 +45,11 @@ pub(crate) enum Name {
     List,
     QueueStatus,
     TimeoutStale,
+    GetMany,
 }
 
 impl Name {
-    pub(crate) const ALL: [Name; 15] = [
+    pub(crate) const ALL: [Name; 16] = [
         Name::Create,
         Name::Claim,
         Name::Heartbeat,
@@ -64,6 +65,7 @@ impl Name {
         Name::List,
         Name::QueueStatus,
         Name::TimeoutStale,
+        Name::GetMany,
     ];
 
     /// The script's file name in `lua/` without `.lua` (also its metrics label).
@@ -84,6 +86,7 @@ impl Name {
             Name::List => "list",
             Name::QueueStatus => "queue_status",
             Name::TimeoutStale => "timeout_stale",
+            Name::GetMany => "get_many",
         }
     }
 
@@ -104,6 +107,7 @@ impl Name {
             Name::List => include_str!("../../lua/list.lua"),
             Name::QueueStatus => include_str!("../../lua/queue_status.lua"),
             Name::TimeoutStale => include_str!("../../lua/timeout_stale.lua"),
+            Name::GetMany => include_str!("../../lua/get_many.lua"),
         }
     }
 }

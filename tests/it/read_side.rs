@@ -1040,3 +1040,46 @@ async fn every_stats_hash_expires_and_a_later_write_keeps_its_ttl() {
     let next_day = store.keys().stats(T0_MS.div_euclid(DAY_MS) + 1);
     assert!(pttl(&store, &next_day).await > stats_ttl_ms - 60_000);
 }
+
+// ---- grouped reads ------------------------------------------------------
+
+#[tokio::test]
+async fn concurrent_gets_each_get_their_own_record_and_a_bad_key_fails_alone() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let all = mixed_tasks(&store, 200).await;
+    let missing: Vec<String> = (0..50).map(|_| taskherd::task::new_task_id()).collect();
+    // A record key holding a string: its HGETALL fails with WRONGTYPE.
+    let broken = taskherd::task::new_task_id();
+    let _: () = store
+        .pool()
+        .set(store.keys().task(&broken), "not a hash", None, None, false)
+        .await
+        .unwrap();
+
+    // Several rounds of 251 gets started at once, so reads share pipelines.
+    for _ in 0..3 {
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, t) in all.iter().enumerate() {
+            let (store, t) = (store.clone(), t.clone());
+            calls.spawn(async move { (i, store.get(&t.id).await.map(|got| got == Some(t))) });
+        }
+        for (i, id) in missing.iter().enumerate() {
+            let (store, id) = (store.clone(), id.clone());
+            calls.spawn(async move { (1000 + i, store.get(&id).await.map(|g| g.is_none())) });
+        }
+        let (s, b) = (store.clone(), broken.clone());
+        calls.spawn(async move { (9999, s.get(&b).await.map(|_| true)) });
+        let mut answered = 0;
+        while let Some(joined) = calls.join_next().await {
+            let (i, result) = joined.unwrap();
+            answered += 1;
+            if i == 9999 {
+                assert!(result.is_err(), "a WRONGTYPE record must fail its own get");
+            } else {
+                assert!(result.unwrap(), "get #{i} answered another record");
+            }
+        }
+        assert_eq!(answered, all.len() + missing.len() + 1);
+    }
+}

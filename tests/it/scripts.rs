@@ -1472,3 +1472,18 @@ async fn requeue_and_heartbeat_answer_one_result_per_item() {
     assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
     assert!(matches!(results[3], Err(Error::TaskNotFound(_))));
 }
+
+#[tokio::test]
+async fn get_many_refuses_no_ids_and_more_than_a_thousand() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    create(&store, task_for("a1")).await;
+    let before = snapshot(&store).await;
+    let err = eval_script(&store, "get_many", &[]).await.unwrap_err();
+    assert!(err.contains("BAD_ARGS"), "{err}");
+    let ids: Vec<String> = (0..1001).map(|_| taskherd::task::new_task_id()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let err = eval_script(&store, "get_many", &ids).await.unwrap_err();
+    assert!(err.contains("BAD_ARGS"), "{err}");
+    assert_unchanged(&before, &snapshot(&store).await);
+}
