@@ -30,6 +30,9 @@ for i = 0, m - 1 do
   if quota > 0 then agents[#agents + 1] = { id = ARGV[7 + 2 * i], quota = quota } end
 end
 
+local now_s = int_str(now)
+local lease_until = now + lease_ms
+local lease_s = int_str(lease_until)
 local reply = {}
 local claimed = 0
 for rank = 0, 3 do
@@ -58,19 +61,21 @@ for rank = 0, 3 do
         claimed = claimed + 1
         c.agent.quota = c.agent.quota - 1
         local timeout_ms = tonumber(v[7]) or 0
-        local lease_until = now + lease_ms
-        local deadline = lease_until
-        if timeout_ms > 0 then deadline = now + timeout_ms end
+        local deadline, deadline_s = lease_until, lease_s
+        if timeout_ms > 0 then
+          deadline = now + timeout_ms
+          deadline_s = int_str(deadline)
+        end
         local token = token_prefix .. '.' .. claimed
         redis.call('HSET', K.task(c.id), 'status', 'PROCESSING', 'token', token,
-          'startedAt', int_str(now), 'updatedAt', int_str(now), 'leaseUntil', int_str(lease_until),
-          'deadlineAt', int_str(deadline), 'workerId', worker)
+          'startedAt', now_s, 'updatedAt', now_s, 'leaseUntil', lease_s,
+          'deadlineAt', deadline_s, 'workerId', worker)
         W.zadd(K.processing, math.min(lease_until, deadline), c.id)
-        move_status(c.id, c.agent.id, tonumber(v[2]), 'QUEUED', 'PROCESSING')
-        emit(now, 'started', c.id, c.agent.id, 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
+        move_status(c.id, c.agent.id, v[2] or 0, 'QUEUED', 'PROCESSING')
+        emit(now_s, 'started', c.id, c.agent.id, 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
           'workerId', worker)
         local r = { c.id, token, c.agent.id, v[3], v[4], v[5], v[6], v[7], v[8],
-          int_str(lease_until), int_str(deadline), v[9] or int_str(now) }
+          lease_s, deadline_s, v[9] or now_s }
         for _, x in ipairs(r) do reply[#reply + 1] = x end
       end
     end

@@ -45,6 +45,7 @@ for i = 0, n - 1 do
   end
 end
 
+local now_s = int_str(now)
 local reply = {}
 for i = 0, n - 1 do
   local b = 2 + i * FIELDS
@@ -60,7 +61,7 @@ for i = 0, n - 1 do
     reply[#reply + 1] = 'NOT_PROCESSING'
   else
     local agent, task_type = v[4], v[5]
-    local fields = { 'status', 'COMPLETED', 'completedAt', int_str(now), 'updatedAt', int_str(now) }
+    local fields = { 'status', 'COMPLETED', 'completedAt', now_s, 'updatedAt', now_s }
     local output, cost, quality, metrics = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
     if output ~= '' then fields[#fields + 1] = 'outputData'; fields[#fields + 1] = output end
     if cost ~= '' then
@@ -78,13 +79,13 @@ for i = 0, n - 1 do
     if ARGV[b + 8] ~= '' then stat(now, agent, task_type, 'tokensOut', tonumber(ARGV[b + 8])) end
     redis.call('HSET', K.task(id), unpack(fields))
     W.zrem(K.processing, id)
-    W.zadd(K.finished, now, id)
-    move_status(id, agent, tonumber(v[3]), 'PROCESSING', 'COMPLETED')
+    W.zadd(K.finished, now_s, id)
+    move_status(id, agent, v[3] or 0, 'PROCESSING', 'COMPLETED')
     local duration = math.max(0, now - (tonumber(v[6]) or now))
     stat(now, agent, task_type, 'COMPLETED', 1)
     stat(now, agent, task_type, 'durationMsSum', duration)
     stat(now, agent, task_type, 'durationMs:' .. duration_bucket(duration), 1)
-    emit(now, 'completed', id, agent, 'COMPLETED', 'durationMs', int_str(duration))
+    emit(now_s, 'completed', id, agent, 'COMPLETED', 'durationMs', int_str(duration))
     reply[#reply + 1] = 'ok|' .. agent .. '|' .. task_type .. '|' .. int_str(duration)
   end
 end

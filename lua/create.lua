@@ -74,7 +74,8 @@ for i = 0, n - 1 do
 end
 
 -- 2. write
-local reply = { int_str(now) }
+local now_s = int_str(now)
+local reply = { now_s }
 local agents_seen = {}
 local score = 0
 if new_count > 0 then score = next_scores(now, new_count) end
@@ -83,13 +84,14 @@ for _, it in ipairs(items) do
     reply[#reply + 1] = it.existing
     reply[#reply + 1] = 0
   else
-    local seq = score
+    -- The order score, formatted once for the record and every index.
+    local seq = int_str(score)
     score = score + 1
     local rank = PRIORITY_RANK[it.priority]
     local fields = { 'id', it.id, 'agentId', it.agent, 'taskType', it.task_type,
       'priority', it.priority, 'status', 'QUEUED', 'inputData', it.input,
       'retryCount', '0', 'maxRetries', int_str(it.max_retries), 'timeoutMs', int_str(it.timeout_ms),
-      'seq', int_str(seq), 'createdAt', int_str(now), 'updatedAt', int_str(now) }
+      'seq', seq, 'createdAt', now_s, 'updatedAt', now_s }
     if it.est_cost ~= '' then fields[#fields + 1] = 'estimatedCost'; fields[#fields + 1] = it.est_cost end
     if it.owner ~= '' then fields[#fields + 1] = 'ownerId'; fields[#fields + 1] = it.owner end
     if it.idem ~= '' then fields[#fields + 1] = 'idempotencyKey'; fields[#fields + 1] = it.idem end
@@ -116,7 +118,7 @@ for _, it in ipairs(items) do
       redis.call('SADD', K.agents, it.agent)
     end
     -- 3. emit
-    emit(now, 'created', it.id, it.agent, 'QUEUED', 'priority', it.priority)
+    emit(now_s, 'created', it.id, it.agent, 'QUEUED', 'priority', it.priority)
     reply[#reply + 1] = it.id
     reply[#reply + 1] = 1
   end

@@ -105,10 +105,13 @@ end
 -- starts each call with empty queues, so a call that failed half-way leaves
 -- nothing behind for the next one.
 local W = {}
+-- score: a number, or an integer already formatted by int_str (or read back
+-- from a record), which saves formatting the same score for every index.
 function W.zadd(key, score, member)
   local l = pending.zadd[key]
   if l == nil then l = {}; pending.zadd[key] = l; pending.zadd_order[#pending.zadd_order + 1] = key end
-  l[#l + 1] = int_str(score); l[#l + 1] = member
+  if type(score) ~= 'string' then score = int_str(score) end
+  l[#l + 1] = score; l[#l + 1] = member
 end
 function W.zrem(key, member)
   local l = pending.zrem[key]
@@ -155,7 +158,7 @@ function W.flush()
   for _, msg in ipairs(pending.pub_order) do redis.call('PUBLISH', K.signal, msg) end
 end
 
--- Moves a task between status indexes and live counts.
+-- Moves a task between status indexes and live counts (seq: number or string, as W.zadd).
 local function move_status(id, agent, seq, from, to)
   if from ~= nil then
     W.zrem(K.idx_status(from), id)
@@ -169,9 +172,13 @@ end
 -- day; they are never touched by cleanup, so they outlive the tasks, and
 -- expire STATS_TTL_MS after the day's first write.
 local function stats_key(now)
-  local key = K.stats(math.floor(now / DAY_MS))
-  W.expire_unless_set(key, STATS_TTL_MS)
-  return key
+  -- One key per call in practice: remembered until the day changes.
+  if pending.stats_now ~= now then
+    local key = K.stats(math.floor(now / DAY_MS))
+    W.expire_unless_set(key, STATS_TTL_MS)
+    pending.stats_now, pending.stats_key = now, key
+  end
+  return pending.stats_key
 end
 local function stat(now, agent, task_type, metric, n)
   W.hincr(stats_key(now), agent .. '|' .. task_type .. '|' .. metric, n)
@@ -187,7 +194,9 @@ local function duration_bucket(ms)
 end
 
 -- One stream entry per state change, written in the same script as the change.
+-- now: ms as a number or as int_str(now) (scripts format it once per call).
 local function emit(now, kind, id, agent, status, ...)
+  if type(now) ~= 'string' then now = int_str(now) end
   return redis.call('XADD', K.events, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-    'type', kind, 'taskId', id, 'agentId', agent, 'status', status, 'ts', int_str(now), ...)
+    'type', kind, 'taskId', id, 'agentId', agent, 'status', status, 'ts', now, ...)
 end
