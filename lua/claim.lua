@@ -14,7 +14,7 @@
 --   createdAt
 -- Errors: BAD_ARGS
 -- Events: started (one per claimed task)
--- Uses: lib/common.lua
+-- Uses: lib/common.lua, lib/attempt.lua
 local now = now_ms(ARGV[1])
 local lease_ms = to_int(ARGV[2], 'lease')
 local want = to_int(ARGV[3], 'max tasks')
@@ -54,29 +54,13 @@ for rank = 0, 3 do
     if claimed >= want then break end
     if c.agent.quota > 0 then
       W.zrem(c.key, c.id)
-      local v = redis.call('HMGET', K.task(c.id), 'status', 'seq', 'taskType', 'inputData',
-        'retryCount', 'maxRetries', 'timeoutMs', 'priority', 'createdAt')
+      local v = redis.call('HMGET', K.task(c.id), unpack(LEASE_FIELDS))
       -- A ready entry whose task is gone or no longer QUEUED is dropped (index repair).
       if v[1] == 'QUEUED' then
         claimed = claimed + 1
         c.agent.quota = c.agent.quota - 1
-        local timeout_ms = tonumber(v[7]) or 0
-        local deadline, deadline_s = lease_until, lease_s
-        if timeout_ms > 0 then
-          deadline = now + timeout_ms
-          deadline_s = int_str(deadline)
-        end
-        local token = token_prefix .. '.' .. claimed
-        redis.call('HSET', K.task(c.id), 'status', 'PROCESSING', 'token', token,
-          'startedAt', now_s, 'updatedAt', now_s, 'leaseUntil', lease_s,
-          'deadlineAt', deadline_s, 'workerId', worker)
-        W.zadd(K.processing, math.min(lease_until, deadline), c.id)
-        move_status(c.id, c.agent.id, v[2] or 0, 'QUEUED', 'PROCESSING')
-        emit(now_s, 'started', c.id, c.agent.id, 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
-          'workerId', worker)
-        local r = { c.id, token, c.agent.id, v[3], v[4], v[5], v[6], v[7], v[8],
-          lease_s, deadline_s, v[9] or now_s }
-        for _, x in ipairs(r) do reply[#reply + 1] = x end
+        lease_task(c.id, c.agent.id, v, now, now_s, lease_until, lease_s,
+          token_prefix .. '.' .. claimed, worker, reply)
       end
     end
   end

@@ -32,6 +32,10 @@ pub enum Error {
     /// Manual retry asked of a task that is not FAILED, TIMEOUT or CANCELLED.
     #[error("task {0} cannot be retried from its current status")]
     NotRetryable(String),
+    /// Start asked of a task that is not QUEUED and ready (it runs, ended, or
+    /// waits for its run time or a retry backoff).
+    #[error("task {0} is not ready to start (not QUEUED, or waiting for its run time)")]
+    NotReady(String),
     /// Redis could not be reached or answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
@@ -63,6 +67,7 @@ impl Error {
             Error::NotProcessing(_) => "NOT_PROCESSING",
             Error::AlreadyTerminal(_) => "ALREADY_TERMINAL",
             Error::NotRetryable(_) => "NOT_RETRYABLE",
+            Error::NotReady(_) => "TASK_NOT_READY",
             Error::Redis(_) => "REDIS_UNAVAILABLE",
             Error::Reply { .. } => "INTERNAL",
             Error::Config(_) => "CONFIG",

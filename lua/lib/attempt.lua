@@ -1,5 +1,36 @@
--- lib/attempt.lua: ending an attempt that did not succeed, shared by fail.lua
--- (the worker reports) and reap.lua (the lease or the attempt deadline ran out).
+-- lib/attempt.lua: starting an attempt (claim.lua, start.lua) and ending one
+-- that did not succeed, shared by fail.lua (the worker reports) and reap.lua
+-- (the lease or the attempt deadline ran out).
+
+-- What leasing a task reads from its record, in this order.
+local LEASE_FIELDS = { 'status', 'seq', 'taskType', 'inputData', 'retryCount', 'maxRetries',
+  'timeoutMs', 'priority', 'createdAt', 'agentId' }
+
+-- Leases a QUEUED task already taken out of its ready set; v holds its
+-- LEASE_FIELDS. Writes the attempt to the record, the processing set and the
+-- status index, emits `started`, and appends the 12 reply fields of a leased
+-- task to reply: id, token, agentId, taskType, inputData, retryCount,
+-- maxRetries, timeoutMs, priority, leaseUntil, deadlineAt, createdAt.
+-- now_s and lease_s are now and now + lease, formatted once per call.
+local function lease_task(id, agent, v, now, now_s, lease_until, lease_s, token, worker, reply)
+  local timeout_ms = tonumber(v[7]) or 0
+  local deadline, deadline_s = lease_until, lease_s
+  if timeout_ms > 0 then
+    deadline = now + timeout_ms
+    deadline_s = int_str(deadline)
+  end
+  redis.call('HSET', K.task(id), 'status', 'PROCESSING', 'token', token,
+    'startedAt', now_s, 'updatedAt', now_s, 'leaseUntil', lease_s,
+    'deadlineAt', deadline_s, 'workerId', worker)
+  W.zadd(K.processing, math.min(lease_until, deadline), id)
+  move_status(id, agent, v[2] or 0, 'QUEUED', 'PROCESSING')
+  emit(now_s, 'started', id, agent, 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
+    'workerId', worker)
+  local n = #reply
+  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = id, token, agent, v[3]
+  reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = v[4], v[5], v[6], v[7]
+  reply[n + 9], reply[n + 10], reply[n + 11], reply[n + 12] = v[8], lease_s, deadline_s, v[9] or now_s
+end
 
 local ATTEMPT_FIELDS = { 'status', 'token', 'seq', 'agentId', 'taskType', 'retryCount',
   'maxRetries', 'deadlineAt', 'startedAt' }

@@ -159,7 +159,8 @@ impl From<Error> for ApiError {
             e @ (Error::LeaseMismatch(_)
             | Error::NotProcessing(_)
             | Error::AlreadyTerminal(_)
-            | Error::NotRetryable(_)) => ApiError::new(StatusCode::CONFLICT, code, e.to_string()),
+            | Error::NotRetryable(_)
+            | Error::NotReady(_)) => ApiError::new(StatusCode::CONFLICT, code, e.to_string()),
             Error::Redis(e) => {
                 log_outage(&e);
                 let mut err = ApiError::new(
@@ -269,7 +270,7 @@ const STATUSES: [(u16, u16, &str); 10] = [
     (
         status::CONFLICT,
         409,
-        "The task's state does not allow this (LEASE_MISMATCH, NOT_PROCESSING, ALREADY_TERMINAL, NOT_RETRYABLE)",
+        "The task's state does not allow this (LEASE_MISMATCH, NOT_PROCESSING, ALREADY_TERMINAL, NOT_RETRYABLE, TASK_NOT_READY)",
     ),
     (
         status::TOO_LARGE,

@@ -127,10 +127,11 @@ pub fn spec_json() -> String {
 pub const IDENT_PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
 
 /// Request bodies that refuse unknown fields (`deny_unknown_fields`).
-const CLOSED_SCHEMAS: [&str; 8] = [
+const CLOSED_SCHEMAS: [&str; 9] = [
     "CreateTaskRequest",
     "BatchCreateRequest",
     "ClaimRequest",
+    "StartRequest",
     "HeartbeatRequest",
     "CompleteRequest",
     "FailRequest",

@@ -184,6 +184,18 @@ pub struct ClaimRequest {
     pub worker_id: Option<Text>,
 }
 
+/// An external worker's start of one named task.
+#[derive(Debug, Default, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRequest {
+    /// Lease length in ms (default 30000); heartbeat before it runs out.
+    #[oai(validator(minimum(value = "1000"), maximum(value = "3600000")))]
+    pub lease_ms: Option<u64>,
+    /// Worker id recorded on the task (default: the token's subject).
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.@+-]+$", min_length = 1, max_length = 128))]
+    pub worker_id: Option<Text>,
+}
+
 /// A leased task.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]

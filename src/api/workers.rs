@@ -1,7 +1,8 @@
 //! External workers: agents written in any language claim, heartbeat,
 //! complete and fail tasks over HTTP, with the same scripts (and the same
 //! lease fence) as the in-node workers. The seeds' GraphQL names this flow
-//! startTaskProcessing / completeTask / failTask.
+//! startTaskProcessing / completeTask / failTask: claim takes the next ready
+//! tasks, start takes one named task.
 //!
 //! A worker token is bound to one agent and may only run that agent's tasks;
 //! admin tokens may run any agent's. Another agent's task is "not found".
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 use super::error::{ApiError, Errors, status as s};
 use super::models::{
     ApiTags, ClaimRequest, ClaimResult, CompleteRequest, FailRequest, HeartbeatRequest,
-    HeartbeatResult, LeasedTask,
+    HeartbeatResult, LeasedTask, StartRequest,
 };
 use super::tasks::visible_task;
 use super::{AppState, BearerAuth, MAX_WAIT};
@@ -137,6 +138,42 @@ impl WorkersApi {
                 }
             }
         }
+    }
+
+    /// Start a named task
+    ///
+    /// Leases this task (the seeds' startTaskProcessing) instead of the next
+    /// ready one, with a lease token as a claim gives. 409 `TASK_NOT_READY`
+    /// when the task is not QUEUED, or is QUEUED but waits for its run time
+    /// or a retry backoff.
+    #[oai(
+        path = "/api/ai/tasks/:id/start",
+        method = "post",
+        operation_id = "startTask"
+    )]
+    async fn start(
+        &self,
+        BearerAuth(principal): BearerAuth,
+        Data(state): Data<&Arc<AppState>>,
+        /// Task id.
+        id: Path<String>,
+        body: Json<StartRequest>,
+    ) -> Result<Json<LeasedTask>, Errors<RUN_ERRORS>> {
+        check_runner(state, &principal, &id.0).await?;
+        let req = body.0;
+        let worker_id = req.worker_id.map_or_else(|| principal.sub.clone(), |w| w.0);
+        validate_ident(
+            "workerId",
+            &worker_id,
+            DEFAULT_MAX_ID_LEN,
+            OWNER_EXTRA_CHARS,
+        )?;
+        let lease = req
+            .lease_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_LEASE);
+        let task = state.store.start(&id.0, &worker_id, lease).await?;
+        Ok(Json(LeasedTask::from(task)))
     }
 
     /// Extend a lease

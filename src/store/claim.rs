@@ -73,48 +73,56 @@ impl Store {
             args.push(quota.to_string());
         }
         let value = self.call(Name::Claim, args).await?;
-        let lease_ms = req.lease.as_millis() as i64;
         let r = super::reply::Reply { script: "claim" };
         r.rows(value, 12)?
             .into_iter()
-            .map(|row| {
-                let mut it = row.into_iter();
-                let mut next = || it.next().ok_or_else(|| r.err("short row"));
-                let id = r.string(next()?)?;
-                let token = r.string(next()?)?;
-                let agent_id = r.string(next()?)?;
-                let task_type = r.string(next()?)?;
-                let input = r.string(next()?)?;
-                let retry_count = r.int(next()?)? as u32;
-                let max_retries = r.int(next()?)? as u32;
-                let timeout_ms = r.int(next()?)? as u64;
-                let priority = r.string(next()?)?;
-                let lease_until = r.int(next()?)?;
-                let deadline_at = r.int(next()?)?;
-                let created_at = r.int(next()?)?;
-                crate::metrics::task_started(
-                    &agent_id,
-                    &task_type,
-                    &priority,
-                    // Created -> first start (startedAt = leaseUntil - lease);
-                    // later attempts waited on a backoff.
-                    (retry_count == 0).then(|| lease_until - lease_ms - created_at),
-                );
-                Ok(ClaimedTask {
-                    input_data: serde_json::from_str(&input)
-                        .map_err(|_| r.err(format!("inputData of {id} is not JSON")))?,
-                    priority: Priority::parse(&priority).ok_or_else(|| r.err("bad priority"))?,
-                    id,
-                    token,
-                    agent_id,
-                    task_type,
-                    retry_count,
-                    max_retries,
-                    timeout_ms,
-                    lease_until,
-                    deadline_at,
-                })
-            })
+            .map(|row| leased(&r, row, req.lease))
             .collect()
     }
+}
+
+/// One leased task of a claim or start reply (12 fields, see `lua/lib/attempt.lua`);
+/// counts the start in the metrics.
+pub(super) fn leased(
+    r: &super::reply::Reply,
+    row: Vec<fred::types::Value>,
+    lease: Duration,
+) -> Result<ClaimedTask> {
+    let lease_ms = lease.as_millis() as i64;
+    let mut it = row.into_iter();
+    let mut next = || it.next().ok_or_else(|| r.err("short row"));
+    let id = r.string(next()?)?;
+    let token = r.string(next()?)?;
+    let agent_id = r.string(next()?)?;
+    let task_type = r.string(next()?)?;
+    let input = r.string(next()?)?;
+    let retry_count = r.int(next()?)? as u32;
+    let max_retries = r.int(next()?)? as u32;
+    let timeout_ms = r.int(next()?)? as u64;
+    let priority = r.string(next()?)?;
+    let lease_until = r.int(next()?)?;
+    let deadline_at = r.int(next()?)?;
+    let created_at = r.int(next()?)?;
+    crate::metrics::task_started(
+        &agent_id,
+        &task_type,
+        &priority,
+        // Created -> first start (startedAt = leaseUntil - lease);
+        // later attempts waited on a backoff.
+        (retry_count == 0).then(|| lease_until - lease_ms - created_at),
+    );
+    Ok(ClaimedTask {
+        input_data: serde_json::from_str(&input)
+            .map_err(|_| r.err(format!("inputData of {id} is not JSON")))?,
+        priority: Priority::parse(&priority).ok_or_else(|| r.err("bad priority"))?,
+        id,
+        token,
+        agent_id,
+        task_type,
+        retry_count,
+        max_retries,
+        timeout_ms,
+        lease_until,
+        deadline_at,
+    })
 }

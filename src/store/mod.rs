@@ -21,6 +21,7 @@ mod reply;
 mod requeue;
 mod retry;
 pub(crate) mod scripts;
+mod start;
 mod stats;
 mod timeout_stale;
 

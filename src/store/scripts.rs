@@ -46,10 +46,11 @@ pub(crate) enum Name {
     QueueStatus,
     TimeoutStale,
     GetMany,
+    Start,
 }
 
 impl Name {
-    pub(crate) const ALL: [Name; 16] = [
+    pub(crate) const ALL: [Name; 17] = [
         Name::Create,
         Name::Claim,
         Name::Heartbeat,
@@ -66,6 +67,7 @@ impl Name {
         Name::QueueStatus,
         Name::TimeoutStale,
         Name::GetMany,
+        Name::Start,
     ];
 
     /// The script's file name in `lua/` without `.lua` (also its metrics label).
@@ -87,6 +89,7 @@ impl Name {
             Name::QueueStatus => "queue_status",
             Name::TimeoutStale => "timeout_stale",
             Name::GetMany => "get_many",
+            Name::Start => "start",
         }
     }
 
@@ -108,6 +111,7 @@ impl Name {
             Name::QueueStatus => include_str!("../../lua/queue_status.lua"),
             Name::TimeoutStale => include_str!("../../lua/timeout_stale.lua"),
             Name::GetMany => include_str!("../../lua/get_many.lua"),
+            Name::Start => include_str!("../../lua/start.lua"),
         }
     }
 }
@@ -239,6 +243,7 @@ pub(crate) fn refusal(reply: &str) -> Option<Error> {
         "NOT_PROCESSING" => Error::NotProcessing(subject),
         "ALREADY_TERMINAL" => Error::AlreadyTerminal(subject),
         "NOT_RETRYABLE" => Error::NotRetryable(subject),
+        "TASK_NOT_READY" => Error::NotReady(subject),
         "BAD_ARGS" => Error::Validation(detail.split(" script:").next().unwrap_or("").to_string()),
         _ => return None,
     })

@@ -606,6 +606,7 @@ enum Body {
     NewTask,
     Batch,
     Claim,
+    Start,
     Heartbeat,
     Complete,
     Fail,
@@ -753,6 +754,13 @@ fn rules() -> Vec<Rule> {
             Setup::EchoAgent,
             Body::Claim,
             [Allowed, Forbidden, Allowed, Forbidden],
+        ),
+        row(
+            "POST",
+            "/api/ai/tasks/{id}/start",
+            Setup::QueuedTask,
+            Body::Start,
+            runners,
         ),
         row(
             "POST",
@@ -915,6 +923,7 @@ fn body_of(body: Body, lease_token: Option<&str>) -> Option<Value> {
         Body::NewTask => Some(task_body("echo", "NORMAL")),
         Body::Batch => Some(json!({"tasks": [task_body("echo", "NORMAL")]})),
         Body::Claim => Some(json!({"maxTasks": 1})),
+        Body::Start => Some(json!({"leaseMs": 5000})),
         Body::Heartbeat => Some(json!({"token": lease_token()})),
         Body::Complete => Some(json!({"token": lease_token(), "outputData": {"ok": true}})),
         Body::Fail => Some(json!({

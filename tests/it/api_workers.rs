@@ -1,5 +1,5 @@
-//! External workers speaking only HTTP: claim, heartbeat, complete, fail, the
-//! lease fence, long-polling, and the rate limit shared by nodes.
+//! External workers speaking only HTTP: claim, start, heartbeat, complete,
+//! fail, the lease fence, long-polling, and the rate limit shared by nodes.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -112,6 +112,82 @@ async fn an_http_worker_claims_heartbeats_and_completes() {
         .await
         .expect(200);
     assert_eq!(empty["tasks"], json!([]));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_http_worker_starts_a_named_task_and_completes_it() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let alice = Api::new(&node, token("alice", Role::User, None));
+    let w = worker(&node, "w1", "ext");
+    let oldest = alice
+        .create(json!({"agentId": "ext", "taskType": "t", "inputData": {"n": 1}}))
+        .await;
+    let named = alice
+        .create(
+            json!({"agentId": "ext", "taskType": "t", "inputData": {"n": 2}, "priority": "LOW"}),
+        )
+        .await;
+    let id = named["id"].as_str().unwrap();
+    let path = format!("/api/ai/tasks/{id}/start");
+
+    // Bad bodies, other agents' workers and users change nothing.
+    for body in [
+        json!({"leaseMs": 10}),
+        json!({"workerId": "a b"}),
+        json!({"extra": 1}),
+    ] {
+        w.post(&path, body)
+            .await
+            .expect_error(400, "VALIDATION_ERROR");
+    }
+    worker(&node, "w2", "other")
+        .post(&path, json!({}))
+        .await
+        .expect_error(404, "TASK_NOT_FOUND");
+    alice
+        .post(&path, json!({}))
+        .await
+        .expect_error(403, "FORBIDDEN");
+    let unknown = format!("/api/ai/tasks/{}/start", taskherd::task::new_task_id());
+    w.post(&unknown, json!({}))
+        .await
+        .expect_error(404, "TASK_NOT_FOUND");
+    let queued = alice.get(&format!("/api/ai/tasks/{id}")).await.expect(200);
+    assert_eq!(queued["status"], "QUEUED");
+
+    let leased = w
+        .post(&path, json!({"leaseMs": 5000, "workerId": "w1-a"}))
+        .await
+        .expect(200);
+    assert_eq!(leased["id"], id);
+    assert_eq!(leased["inputData"], json!({"n": 2}));
+    let lease_token = leased["token"].as_str().unwrap().to_string();
+    let running = alice.get(&format!("/api/ai/tasks/{id}")).await.expect(200);
+    assert_eq!(running["status"], "PROCESSING");
+    assert_eq!(running["workerId"], "w1-a");
+    w.post(&path, json!({}))
+        .await
+        .expect_error(409, "TASK_NOT_READY");
+
+    // A claim takes the other task; the start's token completes the named one.
+    let claimed = w
+        .post("/api/ai/agents/ext/claim", json!({}))
+        .await
+        .expect(200);
+    assert_eq!(claimed["tasks"][0]["id"], oldest["id"]);
+    let done = w
+        .post(
+            &format!("/api/ai/tasks/{id}/complete"),
+            json!({"token": lease_token, "outputData": {"ok": true}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(done["status"], "COMPLETED");
+    w.post(&path, json!({}))
+        .await
+        .expect_error(409, "TASK_NOT_READY");
     node.stop().await;
 }
 

@@ -1487,3 +1487,100 @@ async fn get_many_refuses_no_ids_and_more_than_a_thousand() {
     assert!(err.contains("BAD_ARGS"), "{err}");
     assert_unchanged(&before, &snapshot(&store).await);
 }
+
+// ---- start --------------------------------------------------------------
+
+#[tokio::test]
+async fn start_leases_the_named_task_not_the_oldest_and_its_token_completes_it() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let oldest = create(&store, task_for("a1")).await;
+    let named = create(&store, task_at("a1", Priority::Low)).await;
+    let lease = Duration::from_secs(30);
+
+    let c = store.start(&named.id, "w9", lease).await.unwrap();
+    assert_eq!(c.id, named.id);
+    assert_eq!(c.agent_id, "a1");
+    assert_eq!(c.priority, Priority::Low);
+    assert_eq!(c.lease_until, now(&store) + 30_000);
+    let t = store.get(&named.id).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Processing);
+    assert_eq!(t.worker_id.as_deref(), Some("w9"));
+    let k = store.keys();
+    assert!(zmembers(&store, &k.ready("a1", 3)).await.is_empty());
+    assert_eq!(
+        zmembers(&store, &k.ready("a1", 2)).await,
+        vec![oldest.id.clone()]
+    );
+    assert_eq!(
+        zscore(&store, &k.processing(), &named.id).await,
+        Some((now(&store) + 30_000) as f64)
+    );
+    assert_eq!(count(&store, "a1", "QUEUED").await, 1);
+    assert_eq!(count(&store, "a1", "PROCESSING").await, 1);
+    assert_eq!(
+        zmembers(&store, &idx(&store, "status:PROCESSING")).await,
+        vec![named.id.clone()]
+    );
+    let last = events(&store).await.pop().unwrap();
+    assert_eq!(last["type"], "started");
+    assert_eq!(last["taskId"], named.id);
+
+    // The next claim takes the other task; the start's token completes its own.
+    assert_eq!(claim_one(&store, "a1").await.id, oldest.id);
+    complete_ok(&store, &c).await;
+    let done = store.get(&named.id).await.unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+}
+
+#[tokio::test]
+async fn start_refuses_unknown_running_ended_and_waiting_tasks_and_changes_nothing() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let lease = Duration::from_secs(30);
+    let running = create(&store, task_for("a1")).await;
+    let leased = claim_one(&store, "a1").await;
+    assert_eq!(leased.id, running.id);
+    let ended = create(&store, task_for("a2")).await;
+    complete_ok(&store, &claim_one(&store, "a2").await).await;
+    let waiting = create(
+        &store,
+        NewTask {
+            run_at: Some(T0_MS + 60_000),
+            ..task_for("a3")
+        },
+    )
+    .await;
+    let before = snapshot(&store).await;
+
+    let unknown = taskherd::task::new_task_id();
+    assert!(matches!(
+        store.start(&unknown, "w", lease).await,
+        Err(Error::TaskNotFound(id)) if id == unknown
+    ));
+    assert!(matches!(
+        store.start("task_{bad}", "w", lease).await,
+        Err(Error::TaskNotFound(_))
+    ));
+    for id in [&running.id, &ended.id, &waiting.id] {
+        let err = store.start(id, "w", lease).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::NotReady(x) if x == id),
+            "{id}: {err:?}"
+        );
+        assert_eq!(err.code(), "TASK_NOT_READY");
+    }
+    assert!(matches!(
+        store.start(&waiting.id, "w", Duration::ZERO).await,
+        Err(Error::Validation(_))
+    ));
+    for args in [
+        vec!["", "0", "tok.1", "w", waiting.id.as_str()],
+        vec!["", "30000", "", "w", waiting.id.as_str()],
+        vec!["", "30000", "tok.1", "w"],
+    ] {
+        let err = eval_script(&store, "start", &args).await.unwrap_err();
+        assert!(err.contains("BAD_ARGS"), "{args:?}: {err}");
+    }
+    assert_unchanged(&before, &snapshot(&store).await);
+}
