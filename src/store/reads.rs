@@ -17,8 +17,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{Inner, Name, Store};
 use crate::error::{Error, Result};
 
-/// Most reads one call carries.
-const MAX_GROUP: usize = 128;
+/// Most reads one call carries. A group runs as one atomic call and its
+/// reply holds every record, so this also bounds how long one call holds
+/// Redis (records carry up to a few MiB of inputData and outputData).
+const MAX_GROUP: usize = 32;
 /// Groups in flight at once.
 const IN_FLIGHT: usize = 4;
 
@@ -76,11 +78,26 @@ impl ReadGroup {
     }
 }
 
+/// The store is going away: answered like an unreachable Redis (503 at the
+/// API), not as an internal error.
 fn stopped(what: &str) -> Error {
-    Error::Reply {
-        script: "get_many",
-        detail: format!("read group {what}"),
-    }
+    Error::Redis(fred::error::Error::new(
+        fred::error::ErrorKind::Canceled,
+        format!("read group {what}"),
+    ))
+}
+
+/// Whether a failed group call failed for the connection (every read would
+/// fail the same way now) rather than for one record.
+fn connection_failure(e: &Error) -> bool {
+    use fred::error::ErrorKind;
+    matches!(
+        e,
+        Error::Redis(r) if matches!(
+            r.kind(),
+            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
+        )
+    )
 }
 
 impl Store {
@@ -89,6 +106,8 @@ impl Store {
     }
 
     async fn read_group(&self, jobs: Vec<Job>) {
+        // Callers that gave up (client gone) are not read for.
+        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if jobs.len() > 1 {
             let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
             let r = super::reply::Reply { script: "get_many" };
@@ -96,19 +115,35 @@ impl Store {
                 Ok(v) => r.array(v),
                 Err(e) => Err(e),
             };
-            if let Ok(rows) = rows
-                && rows.len() == jobs.len()
-            {
-                for (job, row) in jobs.into_iter().zip(rows) {
-                    let _ = job.reply.send(r.pairs(row));
+            match rows {
+                Ok(rows) if rows.len() == jobs.len() => {
+                    for (job, row) in jobs.into_iter().zip(rows) {
+                        let _ = job.reply.send(r.pairs(row));
+                    }
+                    return;
                 }
-                return;
+                Err(e) if connection_failure(&e) => {
+                    // Redis is away: one timeout for the group, not one per read.
+                    for job in jobs {
+                        let _ = job.reply.send(Err(e.duplicate()));
+                    }
+                    return;
+                }
+                Ok(rows) => tracing::warn!(
+                    reads = jobs.len(),
+                    replies = rows.len(),
+                    "get_many answered the wrong number of records; reading one by one"
+                ),
+                // A record key of another type fails the whole call: the
+                // others are still readable.
+                Err(e) => tracing::debug!(error = %e, "get_many failed; reading one by one"),
             }
-            // The call failed as a whole (Redis down, or one record key of
-            // another type): each read is answered on its own below.
         }
-        for job in jobs {
+        // Alone, or after a group call that failed for one record: each read
+        // on its own, concurrently.
+        futures::future::join_all(jobs.into_iter().map(|job| async move {
             let _ = job.reply.send(self.read_one(&job.id).await);
-        }
+        }))
+        .await;
     }
 }

@@ -1057,7 +1057,20 @@ async fn concurrent_gets_each_get_their_own_record_and_a_bad_key_fails_alone() {
         .await
         .unwrap();
 
-    // Several rounds of 251 gets started at once, so reads share pipelines.
+    let fcalls = || async {
+        let info: String = store
+            .pool()
+            .next()
+            .custom(fred::cmd!("INFO"), vec!["commandstats"])
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let fcalls_before = fcalls().await;
+    // Several rounds of 251 gets started at once, so reads share calls.
     for _ in 0..3 {
         let mut calls = tokio::task::JoinSet::new();
         for (i, t) in all.iter().enumerate() {
@@ -1082,4 +1095,11 @@ async fn concurrent_gets_each_get_their_own_record_and_a_bad_key_fails_alone() {
         }
         assert_eq!(answered, all.len() + missing.len() + 1);
     }
+    // Reads went out in groups (get_many calls), not one call per get.
+    let grouped_calls = fcalls().await - fcalls_before;
+    let gets = 3 * (all.len() + missing.len() + 1) as u64;
+    assert!(
+        grouped_calls >= 1 && grouped_calls * 2 < gets,
+        "{grouped_calls} get_many calls for {gets} gets"
+    );
 }

@@ -1534,6 +1534,35 @@ async fn start_leases_the_named_task_not_the_oldest_and_its_token_completes_it()
 }
 
 #[tokio::test]
+async fn start_takes_a_due_task_the_promoter_has_not_moved_yet() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let due = T0_MS + 60_000;
+    let t = create(
+        &store,
+        NewTask {
+            run_at: Some(due),
+            ..task_for("a1")
+        },
+    )
+    .await;
+    advance_ms(&store, 60_000);
+    let c = store
+        .start(&t.id, "w", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(c.id, t.id);
+    let k = store.keys();
+    assert!(zmembers(&store, &k.delayed()).await.is_empty());
+    assert!(zmembers(&store, &k.ready("a1", 2)).await.is_empty());
+    assert_eq!(store.promote(100).await.unwrap().handled, 0);
+    assert_eq!(
+        store.get(&t.id).await.unwrap().unwrap().status,
+        TaskStatus::Processing
+    );
+}
+
+#[tokio::test]
 async fn start_refuses_unknown_running_ended_and_waiting_tasks_and_changes_nothing() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
