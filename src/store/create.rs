@@ -4,7 +4,7 @@
 use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Inner, Name, Store, ms};
 use crate::error::{Error, Result};
@@ -207,44 +207,32 @@ pub(super) struct Coalescer {
 
 impl Coalescer {
     pub(super) fn start(&self, store: Weak<Inner>) {
-        let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
+        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         if self.tx.set(tx).is_err() {
             return;
         }
-        tokio::spawn(async move {
-            let in_flight = std::sync::Arc::new(Semaphore::new(COALESCE_IN_FLIGHT));
-            while let Some(first) = rx.recv().await {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
+        super::spawn_batcher(
+            rx,
+            MAX_BATCH,
+            COALESCE_IN_FLIGHT,
+            store,
+            |store, jobs: Vec<Job>| async move {
+                let (items, replies): (Vec<_>, Vec<_>) =
+                    jobs.into_iter().map(|j| (j.prepared, j.reply)).unzip();
+                match store.create_call(items).await {
+                    Ok(outcomes) => {
+                        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.duplicate()));
+                        }
                     }
                 }
-                let Some(inner) = store.upgrade() else { return };
-                let store = Store::from_inner(inner);
-                tokio::spawn(async move {
-                    let (items, replies): (Vec<_>, Vec<_>) =
-                        jobs.into_iter().map(|j| (j.prepared, j.reply)).unzip();
-                    match store.create_call(items).await {
-                        Ok(outcomes) => {
-                            for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                                let _ = reply.send(Ok(outcome));
-                            }
-                        }
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(e.duplicate()));
-                            }
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-        });
+            },
+        );
     }
 
     async fn send(&self, job: Job) -> Result<()> {

@@ -9,10 +9,10 @@
 //! were in flight leaves together, with at most [`IN_FLIGHT`] groups on the
 //! wire at once and [`MAX_GROUP`] reads per group.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{OnceLock, Weak};
 
 use fred::prelude::*;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Inner, Name, Store};
 use crate::error::{Error, Result};
@@ -40,30 +40,12 @@ pub(super) struct ReadGroup {
 impl ReadGroup {
     /// Starts the group task; it ends when the store (holding the sender) is dropped.
     pub(super) fn start(&self, store: Weak<Inner>) {
-        let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
+        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
         if self.tx.set(tx).is_err() {
             return;
         }
-        tokio::spawn(async move {
-            let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-            while let Some(first) = rx.recv().await {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let Some(inner) = store.upgrade() else { return };
-                let store = Store::from_inner(inner);
-                tokio::spawn(async move {
-                    store.read_group(jobs).await;
-                    drop(permit);
-                });
-            }
+        super::spawn_batcher(rx, MAX_GROUP, IN_FLIGHT, store, |store, jobs| async move {
+            store.read_group(jobs).await;
         });
     }
 
