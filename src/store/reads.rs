@@ -5,9 +5,10 @@
 //! flushes the socket after each command of a pipeline when nothing else is
 //! queued.) A read that finds no company is sent as a plain `HGETALL`.
 //!
-//! Same shape as the create coalescer: whatever queued while earlier groups
-//! were in flight leaves together, with at most [`IN_FLIGHT`] groups on the
-//! wire at once and [`MAX_GROUP`] reads per group.
+//! The same group commit as the create coalescer (`store::spawn_batcher`):
+//! whatever queued while earlier groups were in flight leaves together, with
+//! at most [`IN_FLIGHT`] groups on the wire at once and [`MAX_GROUP`] reads
+//! per group.
 
 use std::sync::{OnceLock, Weak};
 
