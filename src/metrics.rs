@@ -165,7 +165,7 @@ fn describe() {
     describe_counter!(TASKS_CREATED, "Tasks created (agent, task_type, priority)");
     describe_counter!(
         TASKS_STARTED,
-        "Attempts started by a claim (agent, task_type, priority)"
+        "Attempts started by a claim or a start (agent, task_type, priority)"
     );
     describe_counter!(TASKS_COMPLETED, "Tasks completed (agent, task_type)");
     describe_counter!(TASKS_FAILED, "Tasks that ended FAILED (agent, task_type)");

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::error::{ApiError, Errors, status as s};
 use super::models::{
     ApiTags, ClaimRequest, ClaimResult, CompleteRequest, FailRequest, HeartbeatRequest,
-    HeartbeatResult, LeasedTask, StartRequest,
+    HeartbeatResult, LeasedTask, StartRequest, Text,
 };
 use super::tasks::visible_task;
 use super::{AppState, BearerAuth, MAX_WAIT};
@@ -54,6 +54,19 @@ async fn check_runner(state: &AppState, principal: &Principal, id: &str) -> Resu
             Err(crate::auth::Forbidden("running tasks needs a worker or admin token".into()).into())
         }
     }
+}
+
+/// The worker id a lease records: the one the request names, else the
+/// token's subject.
+fn worker_id(principal: &Principal, named: Option<Text>) -> crate::Result<String> {
+    let id = named.map_or_else(|| principal.sub.clone(), |w| w.0);
+    validate_ident("workerId", &id, DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS)?;
+    Ok(id)
+}
+
+/// The lease a request asks for, else the default.
+fn lease(ms: Option<u64>) -> Duration {
+    ms.map(Duration::from_millis).unwrap_or(DEFAULT_LEASE)
 }
 
 fn first<T>(results: Vec<crate::Result<T>>) -> Result<T, ApiError> {
@@ -96,20 +109,11 @@ impl WorkersApi {
         principal.require_runner(&agent)?;
         validate_ident("agentId", &agent, DEFAULT_MAX_ID_LEN, &[])?;
         let req = body.0;
-        let worker_id = req.worker_id.map_or_else(|| principal.sub.clone(), |w| w.0);
-        validate_ident(
-            "workerId",
-            &worker_id,
-            DEFAULT_MAX_ID_LEN,
-            OWNER_EXTRA_CHARS,
-        )?;
+        let worker_id = worker_id(&principal, req.worker_id)?;
         let max_tasks = req.max_tasks.unwrap_or(1).clamp(1, 100) as usize;
         let request = store::ClaimRequest {
             worker_id,
-            lease: req
-                .lease_ms
-                .map(Duration::from_millis)
-                .unwrap_or(DEFAULT_LEASE),
+            lease: lease(req.lease_ms),
             max_tasks,
             agents: vec![(agent.clone(), max_tasks)],
         };
@@ -161,18 +165,11 @@ impl WorkersApi {
     ) -> Result<Json<LeasedTask>, Errors<RUN_ERRORS>> {
         check_runner(state, &principal, &id.0).await?;
         let req = body.0;
-        let worker_id = req.worker_id.map_or_else(|| principal.sub.clone(), |w| w.0);
-        validate_ident(
-            "workerId",
-            &worker_id,
-            DEFAULT_MAX_ID_LEN,
-            OWNER_EXTRA_CHARS,
-        )?;
-        let lease = req
-            .lease_ms
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_LEASE);
-        let task = state.store.start(&id.0, &worker_id, lease).await?;
+        let worker_id = worker_id(&principal, req.worker_id)?;
+        let task = state
+            .store
+            .start(&id.0, &worker_id, lease(req.lease_ms))
+            .await?;
         Ok(Json(LeasedTask::from(task)))
     }
 
@@ -195,11 +192,7 @@ impl WorkersApi {
         body: Json<HeartbeatRequest>,
     ) -> Result<Json<HeartbeatResult>, Errors<RUN_ERRORS>> {
         check_runner(state, &principal, &id.0).await?;
-        let lease = body
-            .0
-            .lease_ms
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_LEASE);
+        let lease = lease(body.0.lease_ms);
         let states = state
             .store
             .heartbeat(&[(id.0.clone(), body.0.token.0)], lease)

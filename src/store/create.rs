@@ -1,12 +1,10 @@
 //! Wrapper of `lua/create.lua`: single creates (coalesced with concurrent ones
 //! into one script call) and all-or-nothing batches.
 
-use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-
-use super::{Inner, Name, Store, ms};
+use super::batch::{Batcher, Job};
+use super::{Name, Store, ms};
 use crate::error::{Error, Result};
 use crate::task::{
     DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, NewTask, Task, TaskStatus, new_task_id,
@@ -27,7 +25,7 @@ pub struct Created {
 }
 
 /// A validated item, as the script's 11 arguments.
-struct Prepared {
+pub(super) struct Prepared {
     new: NewTask,
     id: String,
     args: [String; 11],
@@ -87,21 +85,8 @@ impl Store {
     /// Creates one task. Concurrent calls are coalesced into one script call.
     pub async fn create(&self, new: NewTask) -> Result<Created> {
         let prepared = prepare(new, &self.inner.config.limits)?;
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .creates
-            .send(Job {
-                prepared,
-                reply: tx,
-            })
-            .await?;
-        match rx.await {
-            Ok(outcome) => self.finish_create(outcome?).await,
-            Err(_) => Err(Error::Reply {
-                script: "create",
-                detail: "coalescer stopped".into(),
-            }),
-        }
+        let outcome = self.inner.creates.submit(prepared).await?;
+        self.finish_create(outcome).await
     }
 
     /// Creates 1..=100 tasks all-or-nothing: every item is checked first and
@@ -188,61 +173,42 @@ impl Store {
     }
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     New(Box<Task>),
     Existing(String),
 }
 
-struct Job {
-    prepared: Prepared,
-    reply: oneshot::Sender<Result<Outcome>>,
-}
-
 /// Group commit for single creates: whatever arrived while the previous call
 /// was in flight goes out as one script call (items stay independent).
-#[derive(Default)]
-pub(super) struct Coalescer {
-    tx: OnceLock<mpsc::Sender<Job>>,
+pub(super) type Coalescer = Batcher<Prepared, Outcome>;
+
+pub(super) fn coalescer() -> Coalescer {
+    Batcher::new(|why| Error::Reply {
+        script: "create",
+        detail: format!("coalescer {why}"),
+    })
 }
 
-impl Coalescer {
-    pub(super) fn start(&self, store: Weak<Inner>) {
-        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
-        if self.tx.set(tx).is_err() {
-            return;
-        }
-        super::spawn_batcher(
-            rx,
-            MAX_BATCH,
-            COALESCE_IN_FLIGHT,
-            store,
-            |store, jobs: Vec<Job>| async move {
-                let (items, replies): (Vec<_>, Vec<_>) =
-                    jobs.into_iter().map(|j| (j.prepared, j.reply)).unzip();
-                match store.create_call(items).await {
-                    Ok(outcomes) => {
-                        for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                            let _ = reply.send(Ok(outcome));
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.duplicate()));
-                        }
+pub(super) fn start_coalescer(store: &Store) {
+    store.inner.creates.start(
+        store.downgrade(),
+        MAX_BATCH,
+        COALESCE_IN_FLIGHT,
+        |store, jobs: Vec<Job<Prepared, Outcome>>| async move {
+            let (items, replies): (Vec<_>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.item, j.reply)).unzip();
+            match store.create_call(items).await {
+                Ok(outcomes) => {
+                    for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                        let _ = reply.send(Ok(outcome));
                     }
                 }
-            },
-        );
-    }
-
-    async fn send(&self, job: Job) -> Result<()> {
-        let tx = self.tx.get().ok_or_else(|| Error::Reply {
-            script: "create",
-            detail: "coalescer not started".into(),
-        })?;
-        tx.send(job).await.map_err(|_| Error::Reply {
-            script: "create",
-            detail: "coalescer stopped".into(),
-        })
-    }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        },
+    );
 }

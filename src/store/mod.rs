@@ -5,6 +5,7 @@
 //! values and [`crate::error::Error`]s, never Redis replies.
 
 mod agents;
+mod batch;
 mod cancel;
 mod claim;
 mod cleanup;
@@ -146,12 +147,12 @@ impl Store {
                 scripts,
                 clock,
                 config,
-                creates: create::Coalescer::default(),
-                reads: reads::ReadGroup::default(),
+                creates: create::coalescer(),
+                reads: reads::read_group(),
             }),
         };
-        store.inner.creates.start(store.downgrade());
-        store.inner.reads.start(store.downgrade());
+        create::start_coalescer(&store);
+        reads::start_read_group(&store);
         Ok(store)
     }
 
@@ -259,44 +260,6 @@ impl Store {
     fn now_arg(&self) -> String {
         self.inner.clock.script_arg()
     }
-}
-
-/// Group commit: runs `call` on batches of the jobs `rx` receives. Whatever
-/// queued while earlier batches were in flight leaves together, at most `max`
-/// jobs per batch and `in_flight` batches at once. Ends when every sender is
-/// dropped (the store is gone). Used by the create coalescer and the read group.
-fn spawn_batcher<J, F, Fut>(
-    mut rx: tokio::sync::mpsc::Receiver<J>,
-    max: usize,
-    in_flight: usize,
-    store: std::sync::Weak<Inner>,
-    call: F,
-) where
-    J: Send + 'static,
-    F: Fn(Store, Vec<J>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
-        while let Some(first) = rx.recv().await {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let mut jobs = vec![first];
-            while jobs.len() < max {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            let Some(inner) = store.upgrade() else { return };
-            let batch = call(Store::from_inner(inner), jobs);
-            tokio::spawn(async move {
-                batch.await;
-                drop(permit);
-            });
-        }
-    });
 }
 
 /// Milliseconds of a duration as a script argument.

@@ -188,7 +188,7 @@ impl Store {
         if validate_task_id(id).is_err() {
             return Ok(None);
         }
-        let pairs = self.inner.reads.task(id.to_string()).await?;
+        let pairs = self.inner.reads.submit(id.to_string()).await?;
         if pairs.is_empty() {
             return Ok(None);
         }

@@ -5,17 +5,14 @@
 //! flushes the socket after each command of a pipeline when nothing else is
 //! queued.) A read that finds no company is sent as a plain `HGETALL`.
 //!
-//! The same group commit as the create coalescer (`store::spawn_batcher`):
-//! whatever queued while earlier groups were in flight leaves together, with
-//! at most [`IN_FLIGHT`] groups on the wire at once and [`MAX_GROUP`] reads
-//! per group.
-
-use std::sync::{OnceLock, Weak};
+//! The same group commit as the create coalescer (`store::batch`), with at
+//! most [`IN_FLIGHT`] groups on the wire at once and [`MAX_GROUP`] reads per
+//! group.
 
 use fred::prelude::*;
-use tokio::sync::{mpsc, oneshot};
 
-use super::{Inner, Name, Store};
+use super::batch::{Batcher, Job};
+use super::{Name, Store};
 use crate::error::{Error, Result};
 
 /// Most reads one call carries. A group runs as one atomic call and its
@@ -28,46 +25,29 @@ const IN_FLIGHT: usize = 4;
 /// A record as field/value pairs (empty when the key does not exist).
 pub(super) type Pairs = Vec<(String, String)>;
 
-struct Job {
-    id: String,
-    reply: oneshot::Sender<Result<Pairs>>,
+/// Group reads of task records by id.
+pub(super) type ReadGroup = Batcher<String, Pairs>;
+
+pub(super) fn read_group() -> ReadGroup {
+    // The store is going away: answered like an unreachable Redis (503 at the
+    // API), not as an internal error.
+    Batcher::new(|why| {
+        Error::Redis(fred::error::Error::new(
+            fred::error::ErrorKind::Canceled,
+            format!("read group {why}"),
+        ))
+    })
 }
 
-#[derive(Default)]
-pub(super) struct ReadGroup {
-    tx: OnceLock<mpsc::Sender<Job>>,
-}
-
-impl ReadGroup {
-    /// Starts the group task; it ends when the store (holding the sender) is dropped.
-    pub(super) fn start(&self, store: Weak<Inner>) {
-        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
-        if self.tx.set(tx).is_err() {
-            return;
-        }
-        super::spawn_batcher(rx, MAX_GROUP, IN_FLIGHT, store, |store, jobs| async move {
+pub(super) fn start_read_group(store: &Store) {
+    store.inner.reads.start(
+        store.downgrade(),
+        MAX_GROUP,
+        IN_FLIGHT,
+        |store, jobs| async move {
             store.read_group(jobs).await;
-        });
-    }
-
-    /// The record of task `id` (pairs; empty when missing), grouped with concurrent reads.
-    pub(super) async fn task(&self, id: String) -> Result<Pairs> {
-        let tx = self.tx.get().ok_or_else(|| stopped("not started"))?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(Job { id, reply })
-            .await
-            .map_err(|_| stopped("stopped"))?;
-        rx.await.map_err(|_| stopped("dropped the read"))?
-    }
-}
-
-/// The store is going away: answered like an unreachable Redis (503 at the
-/// API), not as an internal error.
-fn stopped(what: &str) -> Error {
-    Error::Redis(fred::error::Error::new(
-        fred::error::ErrorKind::Canceled,
-        format!("read group {what}"),
-    ))
+        },
+    );
 }
 
 /// Whether a failed group call failed for the connection (every read would
@@ -88,11 +68,11 @@ impl Store {
         Ok(self.pool().hgetall(self.keys().task(id)).await?)
     }
 
-    async fn read_group(&self, jobs: Vec<Job>) {
+    async fn read_group(&self, jobs: Vec<Job<String, Pairs>>) {
         // Callers that gave up (client gone) are not read for.
-        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        let jobs: Vec<_> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if jobs.len() > 1 {
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            let ids: Vec<String> = jobs.iter().map(|j| j.item.clone()).collect();
             let r = super::reply::Reply { script: "get_many" };
             let rows = match self.call(Name::GetMany, ids).await {
                 Ok(v) => r.array(v),
@@ -125,7 +105,7 @@ impl Store {
         // Alone, or after a group call that failed for one record: each read
         // on its own, concurrently.
         futures::future::join_all(jobs.into_iter().map(|job| async move {
-            let _ = job.reply.send(self.read_one(&job.id).await);
+            let _ = job.reply.send(self.read_one(&job.item).await);
         }))
         .await;
     }

@@ -288,14 +288,7 @@ async fn a_task_due_later_waits_in_delayed_until_promoted() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
     let due = T0_MS + 5_000;
-    let t = create(
-        &store,
-        NewTask {
-            run_at: Some(due),
-            ..task_for("a1")
-        },
-    )
-    .await;
+    let t = create(&store, task_due("a1", due)).await;
     let k = store.keys();
     assert_eq!(zscore(&store, &k.delayed(), &t.id).await, Some(due as f64));
     assert!(zmembers(&store, &k.ready("a1", 2)).await.is_empty());
@@ -316,14 +309,7 @@ async fn a_task_due_later_waits_in_delayed_until_promoted() {
     assert_eq!(claim_one(&store, "a1").await.id, t.id);
 
     // A runAt already past is ready at once.
-    let past = create(
-        &store,
-        NewTask {
-            run_at: Some(T0_MS - 1),
-            ..task_for("a1")
-        },
-    )
-    .await;
+    let past = create(&store, task_due("a1", T0_MS - 1)).await;
     assert_eq!(claim_one(&store, "a1").await.id, past.id);
 }
 
@@ -773,14 +759,7 @@ async fn cancel_of_a_queued_task_takes_it_out_of_its_queue_for_good() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
     let ready = create(&store, task_at("a1", Priority::Low)).await;
-    let delayed = create(
-        &store,
-        NewTask {
-            run_at: Some(T0_MS + 60_000),
-            ..task_for("a1")
-        },
-    )
-    .await;
+    let delayed = create(&store, task_due("a1", T0_MS + 60_000)).await;
     advance_ms(&store, 10);
     assert_eq!(
         store.cancel(&ready.id, Some("not needed")).await.unwrap(),
@@ -1428,14 +1407,7 @@ async fn run_at_past_the_year_9999_is_refused_before_redis_and_by_the_script() {
         assert!(err.contains("BAD_ARGS"), "runAt {at}: {err}");
     }
     assert_unchanged(&before, &snapshot(&store).await);
-    let t = create(
-        &store,
-        NewTask {
-            run_at: Some(MAX_RUN_AT_MS),
-            ..task_for("a1")
-        },
-    )
-    .await;
+    let t = create(&store, task_due("a1", MAX_RUN_AT_MS)).await;
     assert_eq!(
         zscore(&store, &store.keys().delayed(), &t.id).await,
         Some(MAX_RUN_AT_MS as f64)
@@ -1538,14 +1510,7 @@ async fn start_takes_a_due_task_the_promoter_has_not_moved_yet() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
     let due = T0_MS + 60_000;
-    let t = create(
-        &store,
-        NewTask {
-            run_at: Some(due),
-            ..task_for("a1")
-        },
-    )
-    .await;
+    let t = create(&store, task_due("a1", due)).await;
     advance_ms(&store, 60_000);
     let c = store
         .start(&t.id, "w", Duration::from_secs(30))
@@ -1572,14 +1537,7 @@ async fn start_refuses_unknown_running_ended_and_waiting_tasks_and_changes_nothi
     assert_eq!(leased.id, running.id);
     let ended = create(&store, task_for("a2")).await;
     complete_ok(&store, &claim_one(&store, "a2").await).await;
-    let waiting = create(
-        &store,
-        NewTask {
-            run_at: Some(T0_MS + 60_000),
-            ..task_for("a3")
-        },
-    )
-    .await;
+    let waiting = create(&store, task_due("a3", T0_MS + 60_000)).await;
     let before = snapshot(&store).await;
 
     let unknown = taskherd::task::new_task_id();

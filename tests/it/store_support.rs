@@ -54,6 +54,14 @@ pub fn task_at(agent: &str, priority: Priority) -> NewTask {
     }
 }
 
+/// A NORMAL task of `agent` that may start at `run_at` (Unix ms).
+pub fn task_due(agent: &str, run_at: i64) -> NewTask {
+    NewTask {
+        run_at: Some(run_at),
+        ..task_for(agent)
+    }
+}
+
 /// Creates one task and returns it.
 pub async fn create(store: &Store, new: NewTask) -> Task {
     let created = store.create(new).await.expect("create");
