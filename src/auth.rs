@@ -89,7 +89,18 @@ pub struct Claims {
     pub iss: Option<String>,
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience or a list of them (RFC 7519, 4.1.3). A
+/// configured audience must be the one or among the list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "api"`
+    One(String),
+    /// `"aud": ["api", "other"]`
+    Many(Vec<String>),
 }
 
 /// An authenticated caller.
@@ -343,7 +354,7 @@ impl Auth {
             iat: Some(now),
             nbf: None,
             iss: self.config.issuer.clone(),
-            aud: self.config.audience.clone(),
+            aud: self.config.audience.clone().map(Audience::One),
         };
         // Checked like a token from outside, so a bad subject fails here.
         principal_from(claims.clone()).map_err(Error::Validation)?;
@@ -520,6 +531,34 @@ mod tests {
             other_aud.verify(&t),
             Err(AuthError::Invalid("wrong audience".into()))
         );
+    }
+
+    fn signed(a: &Auth, aud: serde_json::Value) -> String {
+        let claims = serde_json::json!({
+            "sub": "u", "role": "user", "exp": unix_now() + 60,
+            "iss": "taskherd-test", "aud": aud,
+        });
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap()
+    }
+
+    #[test]
+    fn an_audience_list_is_accepted_when_it_names_ours() {
+        let a = auth();
+        assert_eq!(
+            a.verify(&signed(&a, serde_json::json!(["other", "api"])))
+                .unwrap()
+                .sub,
+            "u"
+        );
+        assert_eq!(
+            a.verify(&signed(&a, serde_json::json!(["other", "elsewhere"]))),
+            Err(AuthError::Invalid("wrong audience".into()))
+        );
+        assert_eq!(
+            a.verify(&signed(&a, serde_json::json!([]))),
+            Err(AuthError::Invalid("wrong audience".into()))
+        );
+        assert!(a.verify(&signed(&a, serde_json::json!(7))).is_err());
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl Store {
         if validate_ident("agent id", id, crate::task::DEFAULT_MAX_ID_LEN, &[]).is_err() {
             return Ok(None);
         }
-        let record: Option<String> = self.pool().hget(self.keys().agent(id), "record").await?;
+        let record: Option<String> = self.client().hget(self.keys().agent(id), "record").await?;
         record
             .map(|r| {
                 serde_json::from_str(&r).map_err(|_| Error::Reply {
@@ -108,7 +108,7 @@ impl Store {
 
     /// Every agent with a record (agents only seen in tasks have none).
     pub async fn list_agents(&self) -> Result<Vec<Agent>> {
-        let ids: Vec<String> = self.pool().smembers(self.keys().agents()).await?;
+        let ids: Vec<String> = self.client().smembers(self.keys().agents()).await?;
         let mut agents = Vec::new();
         for id in ids {
             if let Some(agent) = self.get_agent(&id).await? {
@@ -124,7 +124,7 @@ impl Store {
         if validate_ident("agent id", id, crate::task::DEFAULT_MAX_ID_LEN, &[]).is_err() {
             return Ok(false);
         }
-        let n: i64 = self.pool().del(self.keys().agent(id)).await?;
+        let n: i64 = self.client().del(self.keys().agent(id)).await?;
         Ok(n == 1)
     }
 }

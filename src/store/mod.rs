@@ -29,7 +29,7 @@ mod timeout_stale;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::clients::Pool;
+use fred::clients::{Pool, WithOptions};
 use fred::prelude::*;
 use fred::types::config::{Config as RedisConfig, ReconnectPolicy};
 
@@ -127,6 +127,26 @@ pub fn redis_builder(redis_url: &str) -> Result<Builder> {
     Ok(builder)
 }
 
+/// Options of every command the store sends: fail at once while the
+/// connection is down (between a drop and the reconnect) instead of waiting
+/// in the client's queue for up to the command timeout (10 s). A REST call
+/// or a scrape during an outage then answers in milliseconds (503, or the
+/// node's own series); the worker runtime and the maintenance loops already
+/// retry with backoff. A connection that looks up but does not answer still
+/// meets the command timeout.
+fn fail_fast() -> &'static fred::types::config::Options {
+    static OPTIONS: std::sync::OnceLock<fred::types::config::Options> = std::sync::OnceLock::new();
+    OPTIONS.get_or_init(|| fred::types::config::Options {
+        fail_fast: true,
+        ..Default::default()
+    })
+}
+
+/// The pool's next client, with [`fail_fast`] commands.
+pub(crate) fn fail_fast_client(pool: &Pool) -> WithOptions<Client> {
+    pool.next().with_options(fail_fast())
+}
+
 impl Store {
     /// Connects a pool of `pool_size` connections and loads every script.
     pub async fn connect(
@@ -184,6 +204,12 @@ impl Store {
         &self.inner.pool
     }
 
+    /// A client whose commands fail at once while Redis is unreachable
+    /// (see [`fail_fast`]); what the store's own reads use.
+    fn client(&self) -> WithOptions<Client> {
+        fail_fast_client(&self.inner.pool)
+    }
+
     /// Round trip to Redis: `PING`.
     pub async fn ping(&self) -> Result<()> {
         let _: String = self.inner.pool.next().ping(None).await?;
@@ -207,9 +233,7 @@ impl Store {
             return Ok(ms);
         }
         let t: Vec<i64> = self
-            .inner
-            .pool
-            .next()
+            .client()
             .custom(fred::cmd!("TIME"), Vec::<String>::new())
             .await?;
         Ok(t.first().copied().unwrap_or(0) * 1000 + t.get(1).copied().unwrap_or(0) / 1000)
@@ -219,7 +243,7 @@ impl Store {
     /// (ms, from the entry id), for metrics.
     pub async fn event_stream_info(&self) -> Result<(u64, Option<i64>)> {
         let key = self.inner.keys.events();
-        let client = self.inner.pool.next();
+        let client = self.client();
         let len: u64 = client.xlen(&key).await?;
         let newest: fred::types::Value = client
             .custom(

@@ -200,7 +200,7 @@ impl Store {
         if validate_task_id(id).is_err() {
             return Ok(None);
         }
-        Ok(self.pool().hget(self.keys().task(id), "agentId").await?)
+        Ok(self.client().hget(self.keys().task(id), "agentId").await?)
     }
 
     /// One page of tasks matching `filter`, newest first, with the total count.

@@ -65,7 +65,7 @@ fn connection_failure(e: &Error) -> bool {
 
 impl Store {
     async fn read_one(&self, id: &str) -> Result<Pairs> {
-        Ok(self.pool().hgetall(self.keys().task(id)).await?)
+        Ok(self.client().hgetall(self.keys().task(id)).await?)
     }
 
     async fn read_group(&self, jobs: Vec<Job<String, Pairs>>) {

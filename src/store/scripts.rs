@@ -219,8 +219,7 @@ impl Scripts {
         prefix: &str,
         args: Vec<Str>,
     ) -> Result<Value> {
-        match pool
-            .next()
+        match super::fail_fast_client(pool)
             .fcall::<Value, _, _, _>(function, vec![prefix.to_string()], args)
             .await
         {

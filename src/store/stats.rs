@@ -130,7 +130,17 @@ impl Store {
         // At most MAX_DAYS days, the latest ones (older days have expired
         // anyway); `from_ms` in the answer shows the first day counted.
         let from_day = from_day.max(to_day - MAX_DAYS + 1);
-        let pipe = self.pool().next().pipeline();
+        // A pipeline does not take per-command options: the same fail-fast
+        // check by hand.
+        let client = self.pool().next();
+        if client.state() != ClientState::Connected {
+            return Err(fred::error::Error::new(
+                fred::error::ErrorKind::Canceled,
+                "Redis connection is down",
+            )
+            .into());
+        }
+        let pipe = client.pipeline();
         for day in from_day..=to_day {
             let _: () = pipe.hgetall(self.keys().stats(day)).await?;
         }

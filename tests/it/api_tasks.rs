@@ -797,6 +797,36 @@ async fn probes_separate_liveness_from_readiness() {
     anon.get("/api/ai/tasks/health/live").await.expect(200);
     anon.get("/api/ai/tasks/health").await.expect(503);
 
+    // With Redis known to be away, calls that need it answer 503 at once
+    // instead of queueing for the 10 s command timeout, and a scrape still
+    // answers with the node's own series.
+    let admin = Api::new(&node, admin_token());
+    let at_once = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    admin
+        .get("/api/ai/tasks/task_01JAAAAAAAAAAAAAAAAAAAAAAA")
+        .await
+        .expect_error(503, "REDIS_UNAVAILABLE");
+    admin
+        .post("/api/ai/tasks", json!({"agentId": "a", "taskType": "t"}))
+        .await
+        .expect_error(503, "REDIS_UNAVAILABLE");
+    admin
+        .get("/api/ai/tasks/statistics/summary")
+        .await
+        .expect_error(503, "REDIS_UNAVAILABLE");
+    let scrape = admin
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(
+        started.elapsed() < at_once,
+        "four calls during the outage took {:?}",
+        started.elapsed()
+    );
+
     redis.redis = taskherd::local_redis::LocalRedis::start_on(&dir, port).unwrap();
     wait_until("ready again", Duration::from_secs(10), || {
         let anon = anon.clone();
