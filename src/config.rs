@@ -168,6 +168,10 @@ pub struct ServeArgs {
     /// Seconds between cleanup runs.
     #[arg(long, env = "TASKHERD_CLEANUP_INTERVAL_S", default_value_t = 300)]
     pub cleanup_interval_s: u64,
+    /// Seconds between audit calls (each checks 200 QUEUED and 200
+    /// PROCESSING index entries against their records and repairs them).
+    #[arg(long, env = "TASKHERD_AUDIT_INTERVAL_S", default_value_t = 60)]
+    pub audit_interval_s: u64,
     /// Largest inputData / outputData in bytes.
     #[arg(long, env = "TASKHERD_MAX_DATA_BYTES", default_value_t = crate::task::DEFAULT_MAX_DATA_BYTES)]
     pub max_data_bytes: usize,
@@ -245,6 +249,10 @@ impl ServeArgs {
             "--cleanup-interval-s must be 1 to 86400",
         )?;
         check(
+            (1..=86_400).contains(&self.audit_interval_s),
+            "--audit-interval-s must be 1 to 86400",
+        )?;
+        check(
             (1..=64).contains(&self.redis_pool),
             "--redis-pool must be 1 to 64",
         )?;
@@ -316,6 +324,7 @@ impl ServeArgs {
     pub fn maintenance_config(&self) -> MaintenanceConfig {
         MaintenanceConfig {
             cleanup_every: Duration::from_secs(self.cleanup_interval_s.max(1)),
+            audit_every: Duration::from_secs(self.audit_interval_s.max(1)),
             ..MaintenanceConfig::default()
         }
     }

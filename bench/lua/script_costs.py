@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Script time per task of create, claim and complete, straight against Redis.
+"""Script time per task of create, claim and complete, straight against Redis,
+and of one audit call.
 
 Loads the scripts of a lua/ folder as one Functions library (as
 src/store/scripts.rs builds it, under the name taskherd_costs), then creates
 N tasks in batches of 100, claims them and completes them in batches of B,
 and prints the script time per task of each from `INFO commandstats`
-(FCALL usec). It FLUSHALLs and FUNCTION FLUSHes the Redis it is given: point
+(FCALL usec). It also prices audit calls of 200 entries per status index,
+once over the QUEUED tasks (before the claims) and once over the PROCESSING
+ones (before the completions). It FLUSHALLs and FUNCTION FLUSHes the Redis it is given: point
 it at a scratch redis-server only (loopback).
 
     python3 bench/lua/script_costs.py --port 7711 [--lua lua] [--tasks 20000] [--batch 100] [--runs 3]
@@ -100,6 +103,7 @@ def one_run(n, batch):
             items += [task_id(), "bench", "bench", "NORMAL", PAYLOAD, 3, 3600000, "", "", "", ""]
         call("FCALL", "costs_create", 1, PREFIX, "", 604800000, 100, *items)
     created = (n // 100) * 100
+    audit_queued = audit_cost(created)
     t1 = fcall_usec()
     leased, k = [], 0
     while True:
@@ -109,6 +113,8 @@ def one_run(n, batch):
             break
         leased += [(r[i], r[i + 1]) for i in range(0, len(r), 12)]
     t2 = fcall_usec()
+    audit_processing = audit_cost(len(leased))
+    t2 = fcall_usec()
     for j in range(0, len(leased), batch):
         part = leased[j : j + batch]
         items = []
@@ -116,16 +122,32 @@ def one_run(n, batch):
             items += [tid, token, "", "", "", "", "", ""]
         call("FCALL", "costs_complete", 1, PREFIX, "", len(part), *items)
     t3 = fcall_usec()
-    return (t1 - t0) / created, (t2 - t1) / len(leased), (t3 - t2) / len(leased)
+    return (t1 - t0) / created, (t2 - t1) / len(leased), (t3 - t2) / len(leased), audit_queued, audit_processing
+
+
+AUDIT_LIMIT = 200
+
+
+def audit_cost(live):
+    """Script µs per audit call over `live` entries of one status index."""
+    calls = max(1, min(50, live // AUDIT_LIMIT))
+    before = fcall_usec()
+    for _ in range(calls):
+        call("FCALL", "costs_audit", 1, PREFIX, "", AUDIT_LIMIT)
+    return (fcall_usec() - before) / calls
 
 
 call("FUNCTION", "FLUSH")
 call("FUNCTION", "LOAD", "REPLACE", library(args.lua))
 runs = [one_run(args.tasks, args.batch) for _ in range(args.runs)]
-best = [min(r[i] for r in runs) for i in range(3)]
+best = [min(r[i] for r in runs) for i in range(5)]
 print(
     f"script µs per task (best of {args.runs}; create in batches of 100, claim/complete in batches of {args.batch}): "
-    f"create {best[0]:.1f}  claim {best[1]:.1f}  complete {best[2]:.1f}  sum {sum(best):.1f}"
+    f"create {best[0]:.1f}  claim {best[1]:.1f}  complete {best[2]:.1f}  sum {sum(best[:3]):.1f}"
+)
+print(
+    f"script µs per audit call ({AUDIT_LIMIT} entries): over QUEUED tasks {best[3]:.0f}  "
+    f"over PROCESSING tasks {best[4]:.0f}"
 )
 call("FLUSHALL")
 call("FUNCTION", "FLUSH")

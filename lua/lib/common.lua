@@ -17,6 +17,7 @@ local function keys_for(p)
     agents = p .. 'agents',            -- SET of agent ids seen in tasks or agent records
     signal = p .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed
     idx_all = p .. 'idx:all',          -- ZSET member task id, score order score (creation)
+    audit = p .. 'audit',              -- HASH status -> order score where audit.lua's walk resumes
   }
   function k.task(id) return p .. 'task:' .. id end
   function k.ready(agent, prio) return p .. 'ready:' .. agent .. ':' .. prio end

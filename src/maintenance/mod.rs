@@ -6,13 +6,16 @@
 //! - promoter: due delayed tasks -> ready (sleeps until the next due time,
 //!   woken early by the `d` signal when a nearer one is added);
 //! - reaper: expired leases and attempts past `timeoutMs` -> retry or final;
-//! - janitor: terminal tasks past retention -> deleted in bounded batches.
+//! - janitor: terminal tasks past retention -> deleted in bounded batches;
+//! - auditor: a slow walk over the indexes of live tasks that repairs what
+//!   disagrees with the records (an index entry or a record deleted by
+//!   hand), so no task stays stuck PROCESSING or QUEUED for want of an entry.
 
 use std::time::Duration;
 
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
-use crate::store::{Pass, Store};
+use crate::store::{AUDIT_BATCH, Pass, Store};
 
 /// How maintenance behaves.
 #[derive(Clone, Debug)]
@@ -23,6 +26,9 @@ pub struct MaintenanceConfig {
     pub cleanup_every: Duration,
     /// Entries per pass (each pass is one short script).
     pub batch: usize,
+    /// Pause between audit calls (60 s); one walk over all live tasks takes
+    /// (live tasks / 200) calls.
+    pub audit_every: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -31,11 +37,12 @@ impl Default for MaintenanceConfig {
             max_idle: Duration::from_secs(5),
             cleanup_every: Duration::from_secs(300),
             batch: 500,
+            audit_every: Duration::from_secs(60),
         }
     }
 }
 
-/// Runs promoter, reaper and janitor until shutdown.
+/// Runs promoter, reaper, janitor and auditor until shutdown.
 pub async fn run(store: Store, signals: Signals, config: MaintenanceConfig, shutdown: Shutdown) {
     tokio::join!(
         promoter(
@@ -45,7 +52,8 @@ pub async fn run(store: Store, signals: Signals, config: MaintenanceConfig, shut
             shutdown.clone()
         ),
         reaper(store.clone(), config.clone(), shutdown.clone()),
-        janitor(store, config, shutdown),
+        janitor(store.clone(), config.clone(), shutdown.clone()),
+        auditor(store, config, shutdown),
     );
 }
 
@@ -117,6 +125,26 @@ async fn janitor(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "cleaned up old terminal tasks"),
             Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+        }
+    }
+}
+
+async fn auditor(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        tokio::select! {
+            _ = tokio::time::sleep(config.audit_every) => {}
+            _ = shutdown.wait() => return,
+        }
+        match store.audit(AUDIT_BATCH).await {
+            Ok(a) if a.repaired() > 0 => tracing::warn!(
+                ghosts_removed = a.ghosts_removed,
+                leases_restored = a.leases_restored,
+                queue_entries_restored = a.queue_entries_restored,
+                status_entries_moved = a.status_entries_moved,
+                "audit repaired indexes that disagreed with task records"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit failed"),
         }
     }
 }

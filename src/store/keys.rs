@@ -88,6 +88,12 @@ impl Keys {
         format!("{}stats:{day}", self.prefix)
     }
 
+    /// HASH: `PROCESSING` / `QUEUED` -> the order score where the audit's
+    /// walk of that status index resumes.
+    pub fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
+    }
+
     /// HASH: live nodes' heartbeats (`node id` -> JSON), maintained by nodes.
     pub fn nodes(&self) -> String {
         format!("{}nodes", self.prefix)

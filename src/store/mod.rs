@@ -5,6 +5,7 @@
 //! values and [`crate::error::Error`]s, never Redis replies.
 
 mod agents;
+mod audit;
 mod batch;
 mod cancel;
 mod claim;
@@ -34,6 +35,7 @@ use fred::prelude::*;
 use fred::types::config::{Config as RedisConfig, ReconnectPolicy};
 
 pub use agents::{Agent, AgentKind};
+pub use audit::{AUDIT_BATCH, Audit};
 pub use claim::{ClaimRequest, ClaimedTask, MAX_CLAIM};
 pub use cleanup::CLEANUP_BATCH;
 pub use complete::Completion;

@@ -47,10 +47,11 @@ pub(crate) enum Name {
     TimeoutStale,
     GetMany,
     Start,
+    Audit,
 }
 
 impl Name {
-    pub(crate) const ALL: [Name; 17] = [
+    pub(crate) const ALL: [Name; 18] = [
         Name::Create,
         Name::Claim,
         Name::Heartbeat,
@@ -68,6 +69,7 @@ impl Name {
         Name::TimeoutStale,
         Name::GetMany,
         Name::Start,
+        Name::Audit,
     ];
 
     /// The script's file name in `lua/` without `.lua` (also its metrics label).
@@ -90,6 +92,7 @@ impl Name {
             Name::TimeoutStale => "timeout_stale",
             Name::GetMany => "get_many",
             Name::Start => "start",
+            Name::Audit => "audit",
         }
     }
 
@@ -112,6 +115,7 @@ impl Name {
             Name::TimeoutStale => include_str!("../../lua/timeout_stale.lua"),
             Name::GetMany => include_str!("../../lua/get_many.lua"),
             Name::Start => include_str!("../../lua/start.lua"),
+            Name::Audit => include_str!("../../lua/audit.lua"),
         }
     }
 }

@@ -8,8 +8,8 @@ use fred::prelude::*;
 use serde_json::json;
 use taskherd::error::Error;
 use taskherd::store::{
-    Agent, AgentKind, ClaimRequest, Completion, FailOutcome, Failure, LeaseState, MAX_BATCH,
-    MAX_CLAIM, StoreConfig,
+    AUDIT_BATCH, Agent, AgentKind, Audit, ClaimRequest, Completion, FailOutcome, Failure,
+    LeaseState, MAX_BATCH, MAX_CLAIM, StoreConfig,
 };
 use taskherd::task::{Limits, MAX_RUN_AT_MS, NewTask, Priority, TaskMetrics, TaskStatus};
 
@@ -1570,4 +1570,163 @@ async fn start_refuses_unknown_running_ended_and_waiting_tasks_and_changes_nothi
         assert!(err.contains("BAD_ARGS"), "{args:?}: {err}");
     }
     assert_unchanged(&before, &snapshot(&store).await);
+}
+
+// ---- audit --------------------------------------------------------------
+
+#[tokio::test]
+async fn audit_of_agreeing_indexes_changes_nothing_and_refuses_bad_limits() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    create(&store, task_for("a1")).await;
+    create(&store, task_due("a1", T0_MS + 60_000)).await;
+    create(&store, task_for("a1")).await;
+    claim_one(&store, "a1").await;
+    let before = snapshot(&store).await;
+    let a = store.audit(AUDIT_BATCH).await.unwrap();
+    assert_eq!(
+        a,
+        Audit {
+            checked: 3,
+            wrapped: true,
+            ..Audit::default()
+        }
+    );
+    assert_unchanged(&before, &snapshot(&store).await);
+    for limit in ["0", "1001", "x"] {
+        let err = eval_script(&store, "audit", &["", limit])
+            .await
+            .unwrap_err();
+        assert!(err.contains("BAD_ARGS"), "{limit}: {err}");
+        assert_unchanged(&before, &snapshot(&store).await);
+    }
+}
+
+#[tokio::test]
+async fn audit_gives_a_lost_lease_entry_back_and_the_reaper_then_ends_the_attempt() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let t = create(&store, task_for("a1")).await;
+    let c = claim_one(&store, "a1").await;
+    let k = store.keys();
+    let _: i64 = store.pool().zrem(k.processing(), &t.id).await.unwrap();
+    advance_ms(&store, LEASE.as_millis() as u64 + 1);
+    assert_eq!(store.reap(100).await.unwrap().handled, 0, "nothing to reap");
+
+    let a = store.audit(AUDIT_BATCH).await.unwrap();
+    assert_eq!((a.checked, a.leases_restored, a.repaired()), (1, 1, 1));
+    assert_eq!(
+        zscore(&store, &k.processing(), &t.id).await,
+        Some(c.lease_until as f64)
+    );
+    assert_eq!(store.reap(100).await.unwrap().handled, 1);
+    let after = store.get(&t.id).await.unwrap().unwrap();
+    assert_eq!(after.status, TaskStatus::Queued);
+    assert_eq!(after.retry_count, 1, "the lost lease counts as an attempt");
+}
+
+#[tokio::test]
+async fn audit_puts_queued_tasks_that_left_their_queue_back_in_it() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let k = store.keys();
+    let older = create(&store, task_at("a1", Priority::High)).await;
+    let newer = create(&store, task_at("a1", Priority::High)).await;
+    let later = create(&store, task_due("a1", T0_MS + 60_000)).await;
+    let ready = k.ready("a1", 1);
+    let seq = zscore(&store, &ready, &older.id).await.unwrap();
+    let _: i64 = store.pool().zrem(&ready, &older.id).await.unwrap();
+    let _: i64 = store.pool().zrem(k.delayed(), &later.id).await.unwrap();
+    assert_eq!(claim(&store, "a1", 10).await[0].id, newer.id);
+
+    let a = store.audit(AUDIT_BATCH).await.unwrap();
+    assert_eq!((a.queue_entries_restored, a.repaired()), (2, 2));
+    assert_eq!(
+        zscore(&store, &ready, &older.id).await,
+        Some(seq),
+        "back at its own FIFO place"
+    );
+    assert_eq!(
+        zscore(&store, &k.delayed(), &later.id).await,
+        Some((T0_MS + 60_000) as f64)
+    );
+    assert_eq!(claim_one(&store, "a1").await.id, older.id);
+}
+
+#[tokio::test]
+async fn audit_removes_the_entries_of_deleted_records_and_moves_misfiled_ones() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let k = store.keys();
+    let leased = create(&store, task_for("a1")).await;
+    let waiting = create(&store, task_for("a1")).await;
+    let misfiled = create(&store, task_for("a2")).await;
+    assert_eq!(claim_one(&store, "a1").await.id, leased.id);
+    let _: i64 = store
+        .pool()
+        .del(vec![k.task(&leased.id), k.task(&waiting.id)])
+        .await
+        .unwrap();
+    let _: () = store
+        .pool()
+        .hset(k.task(&misfiled.id), ("status", "CANCELLED"))
+        .await
+        .unwrap();
+
+    let a = store.audit(AUDIT_BATCH).await.unwrap();
+    assert_eq!(
+        (a.checked, a.ghosts_removed, a.status_entries_moved),
+        (3, 2, 1)
+    );
+    for index in [
+        "status:QUEUED",
+        "status:PROCESSING",
+        "agent:a1",
+        "prio:NORMAL",
+    ] {
+        let members = zmembers(&store, &idx(&store, index)).await;
+        assert!(
+            !members.contains(&leased.id) && !members.contains(&waiting.id),
+            "{index}: {members:?}"
+        );
+    }
+    assert!(zmembers(&store, &k.processing()).await.is_empty());
+    assert!(zmembers(&store, &k.ready("a1", 2)).await.is_empty());
+    assert_eq!(count(&store, "a1", "QUEUED").await, 0);
+    assert_eq!(count(&store, "a1", "PROCESSING").await, 0);
+    assert_eq!(
+        zmembers(&store, &idx(&store, "status:CANCELLED")).await,
+        vec![misfiled.id.clone()]
+    );
+    assert!(claim(&store, "a1", 10).await.is_empty());
+    let again = store.audit(AUDIT_BATCH).await.unwrap();
+    assert_eq!(
+        again.repaired(),
+        0,
+        "a second pass finds nothing: {again:?}"
+    );
+}
+
+#[tokio::test]
+async fn audit_walks_a_large_index_in_slices_and_starts_over() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let ready = store.keys().ready("a1", 2);
+    for _ in 0..5 {
+        create(&store, task_for("a1")).await;
+    }
+    let _: i64 = store.pool().del(&ready).await.unwrap();
+    let mut slices = Vec::new();
+    loop {
+        let a = store.audit(2).await.unwrap();
+        slices.push((a.checked, a.queue_entries_restored));
+        if a.wrapped {
+            break;
+        }
+        assert!(slices.len() < 10, "the walk never ends: {slices:?}");
+    }
+    assert_eq!(slices, vec![(2, 2), (2, 2), (1, 1)]);
+    assert_eq!(zmembers(&store, &ready).await.len(), 5);
+    let a = store.audit(2).await.unwrap();
+    assert_eq!((a.checked, a.repaired()), (2, 0), "starts over: {a:?}");
 }

@@ -714,3 +714,35 @@ async fn a_node_serving_more_than_a_hundred_agents_serves_every_one_of_them() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_nodes_auditor_brings_back_a_task_that_lost_its_queue_entry() {
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let id = store
+        .create(NewTask::new("echo", "t", json!({ "n": 1 })))
+        .await
+        .unwrap()
+        .task
+        .id;
+    // Damage by hand: the task is QUEUED but in no ready set, so no claim
+    // can find it.
+    let _: i64 = fred::interfaces::SortedSetsInterface::zrem(
+        store.pool(),
+        store.keys().ready("echo", 2),
+        &id,
+    )
+    .await
+    .unwrap();
+
+    let mut config = node_config(&redis.url(), Some(worker_config("n1", 2)), Clock::redis());
+    if let Some(m) = config.maintenance.as_mut() {
+        m.audit_every = Duration::from_millis(100);
+    }
+    let mut registry = Registry::new();
+    taskherd::worker::demo::register(&mut registry);
+    let node = TestNode::start(config, registry).await;
+    let done = wait_for_status(&store, &id, TaskStatus::Completed, Duration::from_secs(15)).await;
+    assert_eq!(done.retry_count, 0);
+    node.stop().await;
+}
