@@ -79,6 +79,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Redis(_))
     }
+
+    /// Redis refused a write because it is out of memory (`maxmemory` with
+    /// `noeviction`); nothing was written.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.details().starts_with("OOM"))
+    }
 }
 
 impl Error {

@@ -161,13 +161,17 @@ impl From<Error> for ApiError {
             | Error::AlreadyTerminal(_)
             | Error::NotRetryable(_)
             | Error::NotReady(_)) => ApiError::new(StatusCode::CONFLICT, code, e.to_string()),
-            Error::Redis(e) => {
-                log_outage(&e);
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    code,
-                    "the queue's Redis is unavailable; try again",
-                );
+            e @ Error::Redis(_) => {
+                let message = if e.is_out_of_memory() {
+                    "the queue's Redis is out of memory: no new work is taken until \
+                     tasks finish or are cleaned up; try again later"
+                } else {
+                    "the queue's Redis is unavailable; try again"
+                };
+                if let Error::Redis(inner) = &e {
+                    log_outage(inner);
+                }
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
                 err.retry_after_s = Some(1);
                 err
             }

@@ -96,6 +96,32 @@ impl Name {
         }
     }
 
+    /// The function's flags (Redis 7 functions). Redis refuses a function
+    /// without `allow-oom` or `no-writes` while it is out of memory
+    /// (`maxmemory` reached, `noeviction`): only what adds work is refused
+    /// then (create, manual retry, agent records), so work already queued
+    /// can still be claimed, finished, reaped and cleaned up, and reads still
+    /// answer. Pure reads are `no-writes`.
+    pub(crate) fn flags(self) -> &'static str {
+        match self {
+            Name::Create | Name::Retry | Name::AgentUpsert => "",
+            Name::GetMany | Name::QueueStatus => "'no-writes'",
+            Name::Claim
+            | Name::Start
+            | Name::Heartbeat
+            | Name::Complete
+            | Name::Fail
+            | Name::Cancel
+            | Name::Promote
+            | Name::Reap
+            | Name::Cleanup
+            | Name::Requeue
+            | Name::List
+            | Name::TimeoutStale
+            | Name::Audit => "'allow-oom'",
+        }
+    }
+
     pub(crate) fn body(self) -> &'static str {
         match self {
             Name::Create => include_str!("../../lua/create.lua"),
@@ -148,7 +174,9 @@ impl Scripts {
             // KEYS and ARGV become the function's parameters, so every script
             // reads them as it would under EVAL.
             library.push_str(&format!(
-                "redis.register_function('{function}', function(KEYS, ARGV)\nbegin(KEYS)\n{}\nend)\n",
+                "redis.register_function{{function_name = '{function}', flags = {{ {} }}, \
+                 callback = function(KEYS, ARGV)\nbegin(KEYS)\n{}\nend}}\n",
+                name.flags(),
                 name.body()
             ));
         }

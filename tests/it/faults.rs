@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskherd::store::Store;
+use taskherd::store::{ClaimRequest, Completion, LeaseState, ListFilter, Store};
 use taskherd::task::{NewTask, Task, TaskStatus};
 use taskherd::worker::{Output, Registry, TaskContext, demo};
 
@@ -585,4 +585,130 @@ async fn a_redis_that_lost_the_function_library_gets_it_back_on_the_next_call() 
         .await
         .unwrap();
     assert!(format!("{libraries:?}").contains("taskherd_"));
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_finishes() {
+    use fred::prelude::*;
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let running = store
+        .create(NewTask::new("a1", "t", json!({ "n": 1 })))
+        .await
+        .unwrap()
+        .task;
+    let waiting = store
+        .create(NewTask::new("a1", "t", json!({ "n": 2 })))
+        .await
+        .unwrap()
+        .task;
+    let claim_req = ClaimRequest {
+        worker_id: "w1".into(),
+        lease: Duration::from_secs(30),
+        max_tasks: 1,
+        agents: vec![("a1".into(), 1)],
+    };
+    let claimed = store.claim(&claim_req).await.unwrap();
+    assert_eq!(claimed[0].id, running.id);
+
+    let info: String = store
+        .pool()
+        .info(Some(fred::types::InfoKind::Memory))
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _: () = store
+        .pool()
+        .config_set("maxmemory", (used / 2).to_string())
+        .await
+        .unwrap();
+
+    let before = snapshot_keys(&store).await;
+    let refused = store
+        .create(NewTask::new("a1", "t", json!({ "n": 3 })))
+        .await
+        .unwrap_err();
+    assert!(refused.is_out_of_memory(), "{refused:?}");
+    assert_eq!(
+        snapshot_keys(&store).await,
+        before,
+        "a refused create writes nothing"
+    );
+
+    // Reads answer; work already queued is claimed, heartbeated and finished.
+    assert_eq!(
+        store.get(&waiting.id).await.unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+    let filter = ListFilter {
+        status: Some(TaskStatus::Queued),
+        agent_id: Some("a1".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list(&filter).await.unwrap().total_count, 1);
+    assert_eq!(store.queue_status().await.unwrap().total_tasks, 2);
+    let second = store.claim(&claim_req).await.unwrap();
+    assert_eq!(second[0].id, waiting.id);
+    for c in claimed.iter().chain(&second) {
+        assert_eq!(
+            store
+                .heartbeat(&[(c.id.clone(), c.token.clone())], Duration::from_secs(30))
+                .await
+                .unwrap(),
+            vec![LeaseState::Held]
+        );
+    }
+    let done = store
+        .complete(&[
+            Completion {
+                id: running.id.clone(),
+                token: claimed[0].token.clone(),
+                output_data: Some(json!("ok")),
+                ..Default::default()
+            },
+            Completion {
+                id: waiting.id.clone(),
+                token: second[0].token.clone(),
+                ..Default::default()
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    assert!(done.iter().all(|r| r.is_ok()), "{done:?}");
+    store.reap(10).await.unwrap();
+    store.audit(10).await.unwrap();
+    store.cleanup(Duration::ZERO).await.unwrap();
+
+    // Memory back: new work is taken again.
+    let _: () = store.pool().config_set("maxmemory", "0").await.unwrap();
+    store
+        .create(NewTask::new("a1", "t", json!({ "n": 3 })))
+        .await
+        .unwrap();
+}
+
+/// Every key with its DUMP.
+async fn snapshot_keys(store: &Store) -> Vec<(String, fred::types::Value)> {
+    use fred::prelude::*;
+    let mut keys: Vec<String> = store
+        .pool()
+        .next()
+        .custom(fred::cmd!("KEYS"), vec!["*"])
+        .await
+        .unwrap();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let dump: fred::types::Value = store.pool().dump(key.as_str()).await.unwrap();
+        out.push((key, dump));
+    }
+    out
 }
