@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use taskherd::error::Error;
-use taskherd::store::{Completion, FailOutcome, LeaseState, Store};
+use taskherd::store::{ClaimedTask, Completion, FailOutcome, LeaseState, Store, StoreConfig};
 use taskherd::task::{NewTask, TaskStatus};
 
 use crate::store_support::*;
@@ -388,4 +388,188 @@ async fn a_batch_fail_backs_off_each_task_by_its_own_attempt_count() {
     let b = store.get(&b.id).await.unwrap().unwrap();
     assert_eq!((a.retry_count, a.run_at), (2, Some(now + 2_000)));
     assert_eq!((b.retry_count, b.run_at), (1, Some(now + 1_000)));
+}
+
+// ---- results racing the reaper (RELIABILITY.md, fault 3) ------------------
+
+/// How many tasks each race runs.
+const RACES: usize = 20;
+
+/// A second store on the same manual clock with its own connections, so its
+/// calls really race the first store's in Redis.
+async fn rival(redis: &TestRedis, store: &Store) -> Store {
+    Store::connect(
+        &redis.url(),
+        2,
+        StoreConfig::default(),
+        store.clock().clone(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Claims `RACES` tasks made by `new`, then moves the clock by `ms`.
+async fn claimed_then_due(store: &Store, new: impl Fn() -> NewTask, ms: u64) -> Vec<ClaimedTask> {
+    for _ in 0..RACES {
+        create(store, new()).await;
+    }
+    let claimed = claim(store, "a1", RACES).await;
+    assert_eq!(claimed.len(), RACES);
+    advance_ms(store, ms);
+    claimed
+}
+
+/// Reaps one attempt per call, `RACES` calls, on the rival store.
+async fn reap_one_by_one(reaper: &Store) -> u64 {
+    let mut reaped = 0;
+    for _ in 0..RACES {
+        reaped += reaper.reap(1).await.unwrap().handled;
+    }
+    reaped
+}
+
+#[tokio::test]
+async fn heartbeats_racing_the_reaper_at_the_lease_end_have_one_outcome_each() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let reaper = rival(&redis, &store).await;
+    let claimed = claimed_then_due(&store, || task_for("a1"), LEASE.as_millis() as u64).await;
+
+    let beats = async {
+        let mut states = Vec::new();
+        for c in &claimed {
+            let lease = [(c.id.clone(), c.token.clone())];
+            states.push(store.heartbeat(&lease, LEASE).await.unwrap()[0]);
+        }
+        states
+    };
+    let (states, reaped) = tokio::join!(beats, reap_one_by_one(&reaper));
+
+    let mut lost = 0;
+    for (c, state) in claimed.iter().zip(&states) {
+        let t = store.get(&c.id).await.unwrap().unwrap();
+        let evs = events_of(&store, &c.id).await;
+        match state {
+            LeaseState::Held => {
+                assert_eq!(t.status, TaskStatus::Processing, "{evs:?}");
+                assert_eq!(evs, ["created", "started"]);
+            }
+            LeaseState::Lost => {
+                lost += 1;
+                assert_eq!((t.status, t.retry_count), (TaskStatus::Queued, 1));
+                assert_eq!(evs, ["created", "started", "retrying"]);
+            }
+            other => panic!("unexpected heartbeat answer {other:?}"),
+        }
+    }
+    assert_eq!(reaped, lost, "each reaped attempt is a lost heartbeat");
+    assert_eq!(
+        stat(&store, now(&store), "a1|summarise|retries").await,
+        lost as i64
+    );
+}
+
+#[tokio::test]
+async fn completes_racing_a_timeout_have_one_outcome_each() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let reaper = rival(&redis, &store).await;
+    let timed = || NewTask {
+        timeout_ms: Some(1_000),
+        ..task_for("a1")
+    };
+    let claimed = claimed_then_due(&store, timed, 1_000).await;
+
+    let completes = async {
+        let mut results = Vec::new();
+        for c in &claimed {
+            let item = [Completion {
+                id: c.id.clone(),
+                token: c.token.clone(),
+                ..Completion::default()
+            }];
+            results.push(store.complete(&item).await.unwrap().remove(0));
+        }
+        results
+    };
+    let (results, reaped) = tokio::join!(completes, reap_one_by_one(&reaper));
+
+    let mut refused = 0;
+    for (c, result) in claimed.iter().zip(&results) {
+        let t = store.get(&c.id).await.unwrap().unwrap();
+        let evs = events_of(&store, &c.id).await;
+        match result {
+            Ok(()) => {
+                assert_eq!(t.status, TaskStatus::Completed);
+                assert_eq!(evs, ["created", "started", "completed"]);
+            }
+            Err(Error::NotProcessing(_)) => {
+                refused += 1;
+                assert_eq!((t.status, t.retry_count), (TaskStatus::Queued, 1));
+                assert_eq!(evs, ["created", "started", "retrying"]);
+            }
+            Err(e) => panic!("unexpected complete answer {e:?}"),
+        }
+    }
+    let day = now(&store);
+    assert_eq!(reaped, refused);
+    assert_eq!(
+        stat(&store, day, "a1|summarise|COMPLETED").await,
+        (RACES as u64 - refused) as i64
+    );
+    assert_eq!(
+        stat(&store, day, "a1|summarise|timedOutAttempts").await,
+        refused as i64
+    );
+}
+
+#[tokio::test]
+async fn fails_racing_a_timeout_on_the_last_attempt_end_the_task_once() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let reaper = rival(&redis, &store).await;
+    let last_try = || NewTask {
+        timeout_ms: Some(1_000),
+        max_retries: Some(0),
+        ..task_for("a1")
+    };
+    let claimed = claimed_then_due(&store, last_try, 1_000).await;
+
+    let fails = async {
+        let mut results = Vec::new();
+        for c in &claimed {
+            let item = [failure(c, true, false)];
+            results.push(store.fail(&item).await.unwrap().remove(0));
+        }
+        results
+    };
+    let (results, reaped) = tokio::join!(fails, reap_one_by_one(&reaper));
+
+    let mut timed_out = 0;
+    for (c, result) in claimed.iter().zip(&results) {
+        let t = store.get(&c.id).await.unwrap().unwrap();
+        let evs = events_of(&store, &c.id).await;
+        match result {
+            Ok(FailOutcome::Failed) => {
+                assert_eq!(t.status, TaskStatus::Failed);
+                assert_eq!(evs, ["created", "started", "failed"]);
+            }
+            Err(Error::NotProcessing(_)) => {
+                timed_out += 1;
+                assert_eq!(t.status, TaskStatus::Timeout);
+                assert_eq!(evs, ["created", "started", "timeout"]);
+            }
+            other => panic!("unexpected fail answer {other:?}"),
+        }
+    }
+    let day = now(&store);
+    assert_eq!(reaped, timed_out);
+    assert_eq!(
+        stat(&store, day, "a1|summarise|FAILED").await,
+        (RACES as u64 - timed_out) as i64
+    );
+    assert_eq!(
+        stat(&store, day, "a1|summarise|TIMEOUT").await,
+        timed_out as i64
+    );
 }
