@@ -712,3 +712,95 @@ async fn snapshot_keys(store: &Store) -> Vec<(String, fred::types::Value)> {
     }
     out
 }
+
+/// Retries a call through a connection that fred is re-opening: fails fast
+/// while it is down, so try until it answers.
+async fn once_reconnected<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = taskherd::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reply_lost_to_a_connection_reset_is_safe_to_retry() {
+    let redis = TestRedis::start();
+    let direct = redis.store().await;
+    let proxy = PausableProxy::start(redis.redis.port()).await;
+    let store = Store::connect(
+        &proxy.url(),
+        1,
+        taskherd::store::StoreConfig::default(),
+        taskherd::clock::Clock::redis(),
+    )
+    .await
+    .unwrap();
+    let new = || NewTask {
+        idempotency_key: Some("order-17".into()),
+        ..NewTask::new("a1", "t", json!({ "n": 1 }))
+    };
+
+    // The create ran in Redis, but its reply was lost: the caller sees an
+    // error and sends it again with the same key.
+    proxy.cut_next_reply();
+    let lost = store.create(new()).await.unwrap_err();
+    assert!(lost.is_transient(), "{lost:?}");
+    let again = once_reconnected("create again", || store.create(new())).await;
+    assert!(
+        !again.created,
+        "the repeat names the task the lost call made"
+    );
+    let all: u64 = fred::interfaces::SortedSetsInterface::zcard(
+        direct.pool(),
+        format!("{}idx:all", direct.keys().prefix()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all, 1, "one task, not two");
+    let id = again.task.id;
+
+    // The same for a complete: the repeat with the same token is harmless.
+    let claimed = direct
+        .claim(&ClaimRequest {
+            worker_id: "w1".into(),
+            lease: Duration::from_secs(30),
+            max_tasks: 1,
+            agents: vec![("a1".into(), 1)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, id);
+    let done = || {
+        vec![Completion {
+            id: id.clone(),
+            token: claimed[0].token.clone(),
+            output_data: Some(json!("ok")),
+            ..Default::default()
+        }]
+    };
+    proxy.cut_next_reply();
+    assert!(store.complete(&done()).await.unwrap_err().is_transient());
+    let repeat = once_reconnected("complete again", || async {
+        Ok(store.complete(&done()).await?.remove(0))
+    })
+    .await;
+    assert!(repeat.is_ok(), "{repeat:?}");
+    let t = task(&direct, &id).await;
+    assert_eq!(t.status, TaskStatus::Completed);
+    let completed = all_events(&direct)
+        .await
+        .iter()
+        .filter(|e| e.task_id() == id && e.kind() == "completed")
+        .count();
+    assert_eq!(completed, 1, "completed once");
+}

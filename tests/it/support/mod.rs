@@ -314,9 +314,12 @@ impl ChildNode {
 /// A TCP proxy in front of a Redis port that can be paused: while paused no
 /// byte moves in either direction, as in a network partition between one
 /// node and Redis (other nodes, connected directly, see Redis as usual).
+/// It can also cut a connection right after Redis answered, so the command
+/// ran but its reply never arrives (a reset between send and reply).
 pub struct PausableProxy {
     pub port: u16,
     paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -330,10 +333,13 @@ impl PausableProxy {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+        /// Copies `from` to `to`; when `cut` is given and set, the next bytes
+        /// read are dropped and the copy ends (closing `to`).
         async fn pipe(
             mut from: impl AsyncRead + Unpin,
             mut to: impl AsyncWrite + Unpin,
             paused: std::sync::Arc<AtomicBool>,
+            cut: Option<std::sync::Arc<AtomicBool>>,
         ) {
             let mut buf = vec![0u8; 16 * 1024];
             loop {
@@ -342,6 +348,12 @@ impl PausableProxy {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                if cut
+                    .as_ref()
+                    .is_some_and(|c| c.swap(false, Ordering::SeqCst))
+                {
+                    return;
+                }
                 hold(&paused).await;
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
@@ -354,7 +366,9 @@ impl PausableProxy {
             .expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let paused = std::sync::Arc::new(AtomicBool::new(false));
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
         let flag = paused.clone();
+        let cut_flag = cut.clone();
         let task = tokio::spawn(async move {
             // Dropped with the accept loop: every connection ends with the proxy.
             let mut connections = tokio::task::JoinSet::new();
@@ -365,11 +379,27 @@ impl PausableProxy {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                connections.spawn(pipe(client_read, server_write, flag.clone()));
-                connections.spawn(pipe(server_read, client_write, flag.clone()));
+                connections.spawn(pipe(client_read, server_write, flag.clone(), None));
+                connections.spawn(pipe(
+                    server_read,
+                    client_write,
+                    flag.clone(),
+                    Some(cut_flag.clone()),
+                ));
             }
         });
-        Self { port, paused, task }
+        Self {
+            port,
+            paused,
+            cut,
+            task,
+        }
+    }
+
+    /// The next reply Redis sends through the proxy is dropped and that
+    /// connection is closed.
+    pub fn cut_next_reply(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
