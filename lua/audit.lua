@@ -8,7 +8,9 @@
 --     processing and delayed; when agents SET has at most MAX_AGENT_SCAN
 --     members, the agent whose idx:agent:<a> holds it is found, and the id
 --     leaves that index and its ready sets, and counts "<a>|<status>" drops
---     by one (idx:type and idx:owner entries stay: their names are unknown);
+--     by one (idx:type and idx:owner entries stay: their names are unknown).
+--     Each agent tried is one ZSCORE; a call stops its walk after the entry
+--     that used up the lookup budget and goes on from there next time;
 --   * record in another (known) status -> the entry moves to that status'
 --     index (counts are left as they are: they follow the records' changes);
 --   * PROCESSING without a processing entry -> one is added at
@@ -21,6 +23,7 @@
 --   ZSETs, processing / delayed / ready:<agent>:<rank> ZSETs, counts HASH; reads
 --   task:<id> HASHes and agents SET
 -- ARGV: [1] now ms override or ""  [2] limit per status (1..1000)
+--       [3] agent lookup budget per call (1..100000)
 -- Returns: { entries checked, ghosts removed, lease entries restored,
 --   queue entries restored, status entries moved, 1 when both walks wrapped
 --   around to the start in this call else 0 }
@@ -31,9 +34,11 @@
 local MAX_AGENT_SCAN = 1000
 local now = now_ms(ARGV[1])
 local limit = to_int(ARGV[2], 'limit')
-if limit < 1 or limit > 1000 or #ARGV ~= 2 then
-  return fail_with('BAD_ARGS', 'limit out of range')
+local budget = to_int(ARGV[3], 'lookup budget')
+if limit < 1 or limit > 1000 or budget < 1 or budget > 100000 or #ARGV ~= 3 then
+  return fail_with('BAD_ARGS', 'limit or lookup budget out of range')
 end
+local lookups = 0
 local checked, ghosts, leases, queued, moved, wrapped = 0, 0, 0, 0, 0, 0
 
 -- The agent whose index holds a task whose record is gone, or nil.
@@ -46,6 +51,7 @@ local function agent_of_ghost(id)
     end
   end
   for _, a in ipairs(agent_list) do
+    lookups = lookups + 1
     if redis.call('ZSCORE', K.idx_agent(a), id) then return a end
   end
   return nil
@@ -115,11 +121,19 @@ for _, status in ipairs({ 'PROCESSING', 'QUEUED' }) do
   local lo = from and ('(' .. from) or '-inf'
   local r = redis.call('ZRANGE', K.idx_status(status), lo, '+inf', 'BYSCORE', 'LIMIT', 0, limit,
     'WITHSCORES')
+  local last, stopped = nil, false
   for j = 1, #r, 2 do
+    if lookups >= budget then
+      stopped = true
+      break
+    end
     checked = checked + 1
     check(r[j], r[j + 1], status)
+    last = r[j + 1]
   end
-  if #r < 2 * limit then
+  if stopped then
+    if last then redis.call('HSET', K.audit, status, last) end
+  elseif #r < 2 * limit then
     redis.call('HDEL', K.audit, status)
     walks_done = walks_done + 1
   else

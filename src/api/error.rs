@@ -168,9 +168,7 @@ impl From<Error> for ApiError {
                 } else {
                     "the queue's Redis is unavailable; try again"
                 };
-                if let Error::Redis(inner) = &e {
-                    log_outage(inner);
-                }
+                log_outage(&e);
                 let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
                 err.retry_after_s = Some(1);
                 err
@@ -190,7 +188,7 @@ impl From<Error> for ApiError {
 /// Logs a Redis failure seen by a request: one warning per 10 s at most
 /// (an outage fails every request; the log should say so once, not per
 /// request), the rest at debug.
-fn log_outage(e: &fred::error::Error) {
+fn log_outage(e: &Error) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_WARNED_S: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()

@@ -7,6 +7,10 @@ use crate::error::Result;
 /// Entries of each status index (PROCESSING, QUEUED) one audit call checks.
 pub const AUDIT_BATCH: usize = 200;
 
+/// Agents one audit call may try (one `ZSCORE` each) to find the agent of
+/// tasks whose record is gone; past it the call stops early.
+pub const AUDIT_LOOKUP_BUDGET: usize = 5_000;
+
 /// What one audit call found and repaired.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Audit {
@@ -37,12 +41,22 @@ impl Audit {
 
 impl Store {
     /// Checks the next `limit` entries (1..1000) of the PROCESSING and QUEUED
-    /// status indexes and repairs what disagrees with the task records.
+    /// status indexes and repairs what disagrees with the task records,
+    /// trying at most [`AUDIT_LOOKUP_BUDGET`] agents for deleted records.
     pub async fn audit(&self, limit: usize) -> Result<Audit> {
+        self.audit_with_budget(limit, AUDIT_LOOKUP_BUDGET).await
+    }
+
+    /// [`Store::audit`] with another agent lookup budget (1..100000).
+    pub async fn audit_with_budget(&self, limit: usize, budget: usize) -> Result<Audit> {
         let value = self
             .call(
                 Name::Audit,
-                vec![self.now_arg(), limit.clamp(1, 1000).to_string()],
+                vec![
+                    self.now_arg(),
+                    limit.clamp(1, 1000).to_string(),
+                    budget.clamp(1, 100_000).to_string(),
+                ],
             )
             .await?;
         let r = super::reply::Reply { script: "audit" };

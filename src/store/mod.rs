@@ -35,7 +35,7 @@ use fred::prelude::*;
 use fred::types::config::{Config as RedisConfig, ReconnectPolicy};
 
 pub use agents::{Agent, AgentKind};
-pub use audit::{AUDIT_BATCH, Audit};
+pub use audit::{AUDIT_BATCH, AUDIT_LOOKUP_BUDGET, Audit};
 pub use claim::{ClaimRequest, ClaimedTask, MAX_CLAIM};
 pub use cleanup::CLEANUP_BATCH;
 pub use complete::Completion;

@@ -1593,11 +1593,15 @@ async fn audit_of_agreeing_indexes_changes_nothing_and_refuses_bad_limits() {
         }
     );
     assert_unchanged(&before, &snapshot(&store).await);
-    for limit in ["0", "1001", "x"] {
-        let err = eval_script(&store, "audit", &["", limit])
-            .await
-            .unwrap_err();
-        assert!(err.contains("BAD_ARGS"), "{limit}: {err}");
+    for args in [
+        ["", "0", "10"],
+        ["", "1001", "10"],
+        ["", "x", "10"],
+        ["", "10", "0"],
+        ["", "10", "100001"],
+    ] {
+        let err = eval_script(&store, "audit", &args).await.unwrap_err();
+        assert!(err.contains("BAD_ARGS"), "{args:?}: {err}");
         assert_unchanged(&before, &snapshot(&store).await);
     }
 }
@@ -1729,4 +1733,42 @@ async fn audit_walks_a_large_index_in_slices_and_starts_over() {
     assert_eq!(zmembers(&store, &ready).await.len(), 5);
     let a = store.audit(2).await.unwrap();
     assert_eq!((a.checked, a.repaired()), (2, 0), "starts over: {a:?}");
+}
+
+#[tokio::test]
+async fn audit_stops_where_its_agent_lookup_budget_runs_out_and_goes_on_from_there() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let k = store.keys();
+    for agent in ["a0", "a2", "a3"] {
+        create(&store, task_for(agent)).await;
+    }
+    let mut ghosts = Vec::new();
+    for _ in 0..3 {
+        ghosts.push(create(&store, task_for("a1")).await.id);
+    }
+    let _: i64 = store
+        .pool()
+        .del(ghosts.iter().map(|id| k.task(id)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    // Each ghost costs up to four agent lookups: a budget of one stops the
+    // walk right after the first ghost of each call.
+    let mut slices = Vec::new();
+    loop {
+        let a = store.audit_with_budget(AUDIT_BATCH, 1).await.unwrap();
+        slices.push((a.checked, a.ghosts_removed));
+        if a.wrapped {
+            break;
+        }
+        assert!(slices.len() < 10, "the walk never ends: {slices:?}");
+    }
+    assert_eq!(slices, vec![(4, 1), (1, 1), (1, 1)]);
+    assert_eq!(count(&store, "a1", "QUEUED").await, 0);
+    assert!(zmembers(&store, &idx(&store, "agent:a1")).await.is_empty());
+    assert_eq!(
+        zmembers(&store, &idx(&store, "status:QUEUED")).await.len(),
+        3
+    );
 }
