@@ -6,7 +6,9 @@ Loads the scripts of a lua/ folder as one Functions library (as
 src/store/scripts.rs builds it, under the name taskherd_costs), then creates
 N tasks in batches of 100, claims them and completes them in batches of B,
 and prints the script time per task of each from `INFO commandstats`
-(FCALL usec). It also prices audit calls of 200 entries per status index,
+(FCALL usec), then the cleanup of the finished tasks in calls of 200 (µs
+per task and per call: one call blocks Redis that long). It also prices
+audit calls of 200 entries per status index,
 once over the QUEUED tasks (before the claims) and once over the PROCESSING
 ones (before the completions). It FLUSHALLs and FUNCTION FLUSHes the Redis it is given: point
 it at a scratch redis-server only (loopback).
@@ -20,6 +22,7 @@ import argparse
 import os
 import random
 import socket
+import time
 
 p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, required=True)
@@ -122,7 +125,28 @@ def one_run(n, batch):
             items += [tid, token, "", "", "", "", "", ""]
         call("FCALL", "costs_complete", 1, PREFIX, "", len(part), *items)
     t3 = fcall_usec()
-    return (t1 - t0) / created, (t2 - t1) / len(leased), (t3 - t2) / len(leased), audit_queued, audit_processing
+    # Cleanup of every finished task: a `now` one second ahead puts them all
+    # past a retention of 0.
+    later = str(int(time.time() * 1000) + 1000)
+    calls = 0
+    while True:
+        removed, more = call("FCALL", "costs_cleanup", 1, PREFIX, later, 0, CLEANUP_LIMIT)
+        calls += 1
+        if not more:
+            break
+    t4 = fcall_usec()
+    return (
+        (t1 - t0) / created,
+        (t2 - t1) / len(leased),
+        (t3 - t2) / len(leased),
+        audit_queued,
+        audit_processing,
+        (t4 - t3) / len(leased),
+        (t4 - t3) / calls,
+    )
+
+
+CLEANUP_LIMIT = 200
 
 
 AUDIT_LIMIT = 200
@@ -133,18 +157,19 @@ def audit_cost(live):
     calls = max(1, min(50, live // AUDIT_LIMIT))
     before = fcall_usec()
     for _ in range(calls):
-        call("FCALL", "costs_audit", 1, PREFIX, "", AUDIT_LIMIT)
+        call("FCALL", "costs_audit", 1, PREFIX, "", AUDIT_LIMIT, 5000)
     return (fcall_usec() - before) / calls
 
 
 call("FUNCTION", "FLUSH")
 call("FUNCTION", "LOAD", "REPLACE", library(args.lua))
 runs = [one_run(args.tasks, args.batch) for _ in range(args.runs)]
-best = [min(r[i] for r in runs) for i in range(5)]
+best = [min(r[i] for r in runs) for i in range(7)]
 print(
     f"script µs per task (best of {args.runs}; create in batches of 100, claim/complete in batches of {args.batch}): "
     f"create {best[0]:.1f}  claim {best[1]:.1f}  complete {best[2]:.1f}  sum {sum(best[:3]):.1f}"
 )
+print(f"cleanup: script µs per task {best[5]:.1f}, per call of {CLEANUP_LIMIT} {best[6]:.0f}")
 print(
     f"script µs per audit call ({AUDIT_LIMIT} entries): over QUEUED tasks {best[3]:.0f}  "
     f"over PROCESSING tasks {best[4]:.0f}"
