@@ -629,17 +629,15 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
         .await
         .unwrap();
 
-    let before = snapshot_keys(&store).await;
+    let before = crate::store_support::snapshot(&store).await;
     let refused = store
         .create(NewTask::new("a1", "t", json!({ "n": 3 })))
         .await
         .unwrap_err();
     assert!(refused.is_out_of_memory(), "{refused:?}");
-    assert_eq!(
-        snapshot_keys(&store).await,
-        before,
-        "a refused create writes nothing"
-    );
+    // A refused create writes nothing.
+    let after = crate::store_support::snapshot(&store).await;
+    crate::store_support::assert_unchanged(&before, &after);
 
     // Reads answer; work already queued is claimed, heartbeated and finished.
     assert_eq!(
@@ -693,24 +691,6 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
         .create(NewTask::new("a1", "t", json!({ "n": 3 })))
         .await
         .unwrap();
-}
-
-/// Every key with its DUMP.
-async fn snapshot_keys(store: &Store) -> Vec<(String, fred::types::Value)> {
-    use fred::prelude::*;
-    let mut keys: Vec<String> = store
-        .pool()
-        .next()
-        .custom(fred::cmd!("KEYS"), vec!["*"])
-        .await
-        .unwrap();
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let dump: fred::types::Value = store.pool().dump(key.as_str()).await.unwrap();
-        out.push((key, dump));
-    }
-    out
 }
 
 /// Retries a call through a connection that fred is re-opening: fails fast
