@@ -693,23 +693,24 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
         .unwrap();
 }
 
-/// Retries a call through a connection that fred is re-opening: fails fast
-/// while it is down, so try until it answers.
+/// Sends a call again until it answers, through a connection that fred is
+/// re-opening (calls fail fast while it is down); other errors fail the test.
 async fn once_reconnected<T, F, Fut>(what: &str, mut call: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = taskherd::Result<T>>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match call().await {
-            Ok(v) => return v,
-            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until(what, Duration::from_secs(10), || {
+        let attempt = call();
+        async move {
+            match attempt.await {
+                Ok(v) => Some(v),
+                Err(e) if e.is_transient() => None,
+                Err(e) => panic!("{what}: {e:?}"),
             }
-            Err(e) => panic!("{what}: {e:?}"),
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test]
