@@ -4,6 +4,12 @@
 # with a bare poem server returning a constant (examples/bare_poem.rs).
 # Goal: taskherd reaches at least half the bare handler's throughput.
 #
+# Also in the same run, the floor: the same bare poem server making exactly
+# one Redis round trip per request through fred (HGETALL of the task's record
+# for GET, one INCR for POST) on the node's own redis-server, before it
+# answers the constant. No Redis-backed handler can do less; the 'vs floor'
+# column compares taskherd with it.
+#
 #   scripts/dev bench-http            (or bench/http/run.sh)
 #
 # Load: wrk (installed with apt-get when missing), loopback only, each run
@@ -16,7 +22,7 @@
 # (TASKHERD_RATE_LIMIT=0) and measured again, which shows the limiter's share.
 # TASKHERD_REDIS_POOL in the environment reaches the node (pool comparisons).
 #
-# Exits non-zero when any taskherd response was not 2xx.
+# Exits non-zero when any response of taskherd or of the floor was not 2xx.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -79,9 +85,11 @@ stop_pid() {
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/taskherd-bench-http.XXXXXX")"
 BARE_PID=""
+FLOOR_PID=""
 NODE_PID=""
 cleanup() {
   [ -n "$BARE_PID" ] && stop_pid "$BARE_PID"
+  [ -n "$FLOOR_PID" ] && stop_pid "$FLOOR_PID"
   [ -n "$NODE_PID" ] && stop_pid "$NODE_PID"
   # A redis-server left behind by a killed node (it has its own process group).
   local port_file="$WORK/data/redis/taskherd-redis.port"
@@ -115,6 +123,12 @@ TASK_ID="$(curl -s --max-time 5 -X POST -H "Authorization: Bearer $TOKEN" \
   sed -n 's/.*"id":"\(task_[0-9A-Za-z]*\)".*/\1/p')"
 [ -n "$TASK_ID" ] || { echo "bench-http: could not create the task to GET" >&2; exit 1; }
 
+FLOOR_PORT="$(free_port)"
+"$BARE" "$FLOOR_PORT" "redis://127.0.0.1:$(cat "$WORK/data/redis/taskherd-redis.port")" \
+  2>"$WORK/floor.log" &
+FLOOR_PID=$!
+wait_http_200 "http://127.0.0.1:$FLOOR_PORT/api/ai/tasks/$TASK_ID" "$FLOOR_PID" 30
+
 # CPU time (user + system) a process has used so far, in clock ticks.
 cpu_ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -139,11 +153,16 @@ field() { # $1 RESULT line, $2 key
 }
 
 ROWS=()
-TASKHERD_NON2XX=0
-measure() { # $1 endpoint label, $2 target label, $3 method, $4 url, $5 bare rps for the ratio
+FAILED=0
+FLOOR_LABEL="bare poem + 1 Redis command"
+measure() { # $1 endpoint label, $2 target label, $3 method, $4 url, $5 bare rps, $6 floor rps (ratios)
   [ "$WARMUP" -gt 0 ] && load "$3" "$4" "$WARMUP" >/dev/null
-  local result rps ratio="—" server_pid redis=""
-  if [ "$2" = "bare poem" ]; then server_pid="$BARE_PID"; else server_pid="$NODE_PID"; redis="$(redis_pid)"; fi
+  local result rps ratio="—" floor_ratio="—" server_pid redis=""
+  case "$2" in
+    "bare poem") server_pid="$BARE_PID" ;;
+    "$FLOOR_LABEL") server_pid="$FLOOR_PID"; redis="$(redis_pid)" ;;
+    *) server_pid="$NODE_PID"; redis="$(redis_pid)" ;;
+  esac
   local server_before redis_before=0
   server_before="$(cpu_ticks "$server_pid")"
   [ -n "$redis" ] && redis_before="$(cpu_ticks "$redis")"
@@ -155,16 +174,17 @@ measure() { # $1 endpoint label, $2 target label, $3 method, $4 url, $5 bare rps
     echo "bench-http: $2 reached BENCH_MAX_REQUESTS: its requests/s is understated" >&2
   fi
   [ -n "$5" ] && ratio="$(awk -v a="$rps" -v b="$5" 'BEGIN { printf "%.2f", a / b }')"
+  [ -n "${6:-}" ] && floor_ratio="$(awk -v a="$rps" -v b="$6" 'BEGIN { printf "%.2f", a / b }')"
   ROWS+=("$(awk -v e="$1" -v t="$2" -v r="$rps" -v p50="$(field "$result" p50_us)" \
     -v p99="$(field "$result" p99_us)" -v bad="$(field "$result" non2xx)" \
     -v n="$(field "$result" requests)" -v err="$(field "$result" socket_errors)" -v ratio="$ratio" \
-    -v st="$server_ticks" -v rt="$redis_ticks" -v hz="$TICKS_PER_S" -v has_redis="${redis:+1}" \
+    -v floor_ratio="$floor_ratio" -v st="$server_ticks" -v rt="$redis_ticks" -v hz="$TICKS_PER_S" -v has_redis="${redis:+1}" \
     'BEGIN {
        cpu = n > 0 ? st / hz * 1e6 / n : 0; rcpu = n > 0 ? rt / hz * 1e6 / n : 0
-       printf "| %s | %s | %.0f | %.2f | %.2f | %d / %d | %d | %.0f | %s | %s |", e, t, r, p50 / 1000, p99 / 1000,
-         bad, n, err, cpu, has_redis ? sprintf("%.0f", rcpu) : "—", ratio }')")
+       printf "| %s | %s | %.0f | %.2f | %.2f | %d / %d | %d | %.0f | %s | %s | %s |", e, t, r, p50 / 1000,
+         p99 / 1000, bad, n, err, cpu, has_redis ? sprintf("%.0f", rcpu) : "—", ratio, floor_ratio }')")
   if [ "$2" != "bare poem" ]; then
-    TASKHERD_NON2XX=$((TASKHERD_NON2XX + $(field "$result" non2xx) + $(field "$result" socket_errors)))
+    FAILED=$((FAILED + $(field "$result" non2xx) + $(field "$result" socket_errors)))
   fi
   LAST_RPS="$rps"
 }
@@ -176,30 +196,39 @@ echo "bench-http: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c
   "Redis pool: ${TASKHERD_REDIS_POOL:-default};" \
   "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+FLOOR_URL="http://127.0.0.1:$FLOOR_PORT/api/ai/tasks"
 measure "POST /api/ai/tasks" "bare poem" POST "$BARE_URL" ""
 BARE_POST="$LAST_RPS"
-measure "POST /api/ai/tasks" "taskherd" POST "$NODE_URL" "$BARE_POST"
+measure "POST /api/ai/tasks" "$FLOOR_LABEL" POST "$FLOOR_URL" "$BARE_POST"
+FLOOR_POST="$LAST_RPS"
+measure "POST /api/ai/tasks" "taskherd" POST "$NODE_URL" "$BARE_POST" "$FLOOR_POST"
 measure "GET /api/ai/tasks/:id" "bare poem" GET "$BARE_URL/$TASK_ID" ""
 BARE_GET="$LAST_RPS"
-measure "GET /api/ai/tasks/:id" "taskherd" GET "$NODE_URL/$TASK_ID" "$BARE_GET"
+measure "GET /api/ai/tasks/:id" "$FLOOR_LABEL" GET "$FLOOR_URL/$TASK_ID" "$BARE_GET"
+FLOOR_GET="$LAST_RPS"
+measure "GET /api/ai/tasks/:id" "taskherd" GET "$NODE_URL/$TASK_ID" "$BARE_GET" "$FLOOR_GET"
 
 if [ "$LIMIT_OFF" = 1 ]; then
+  # The floor server talks to this node's redis-server, which goes with it.
+  stop_pid "$FLOOR_PID"
+  FLOOR_PID=""
   stop_pid "$NODE_PID"
   start_node 0
-  measure "POST /api/ai/tasks" "taskherd, rate limit off" POST "$NODE_URL" "$BARE_POST"
-  measure "GET /api/ai/tasks/:id" "taskherd, rate limit off" GET "$NODE_URL/$TASK_ID" "$BARE_GET"
+  measure "POST /api/ai/tasks" "taskherd, rate limit off" POST "$NODE_URL" "$BARE_POST" "$FLOOR_POST"
+  measure "GET /api/ai/tasks/:id" "taskherd, rate limit off" GET "$NODE_URL/$TASK_ID" "$BARE_GET" "$FLOOR_GET"
 fi
 
 echo "bench-http: load average after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)" >&2
 echo
-echo "| endpoint | target | requests/s | p50 ms | p99 ms | non-2xx / requests | socket errors | server CPU µs/req | Redis CPU µs/req | vs bare |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| endpoint | target | requests/s | p50 ms | p99 ms | non-2xx / requests | socket errors | server CPU µs/req | Redis CPU µs/req | vs bare | vs floor |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "goal: taskherd at least 0.5x the bare handler's requests/s (the 'vs bare' column)."
+echo "floor: '$FLOOR_LABEL' makes one Redis round trip per request and nothing else ('vs floor': taskherd against it)."
 echo "CPU columns: CPU time of the server process (and of the node's redis-server) during the run, per request."
-if [ "$TASKHERD_NON2XX" -gt 0 ]; then
-  echo "bench-http: $TASKHERD_NON2XX taskherd responses were not 2xx (or failed); see the table" >&2
+if [ "$FAILED" -gt 0 ]; then
+  echo "bench-http: $FAILED responses of taskherd or the floor were not 2xx (or failed); see the table" >&2
   tail -n 20 "$WORK/node.log" >&2
   exit 1
 fi
