@@ -36,6 +36,12 @@ pub enum Error {
     /// waits for its run time or a retry backoff).
     #[error("task {0} is not ready to start (not QUEUED, or waiting for its run time)")]
     NotReady(String),
+    /// The caller's role may not do this (the message says why).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The task was cancelled while its attempt ran: the worker must stop.
+    #[error("task {0} was cancelled: stop working on it")]
+    TaskCancelled(String),
     /// Redis could not be reached or answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
@@ -68,6 +74,8 @@ impl Error {
             Error::AlreadyTerminal(_) => "ALREADY_TERMINAL",
             Error::NotRetryable(_) => "NOT_RETRYABLE",
             Error::NotReady(_) => "TASK_NOT_READY",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::TaskCancelled(_) => "TASK_CANCELLED",
             Error::Redis(_) => "REDIS_UNAVAILABLE",
             Error::Reply { .. } => "INTERNAL",
             Error::Config(_) => "CONFIG",

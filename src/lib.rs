@@ -3,14 +3,17 @@
 //! Map of the crate (dependencies point downwards only):
 //! - [`node`]: `run(config, listener, shutdown)` wires one node together and
 //!   states the shutdown order.
-//! - [`api`]: the HTTP server (health now; REST, GraphQL and the Socket.IO
-//!   feed mount beside it on the same port).
+//! - [`api`]: the HTTP server: REST adapters over [`queue`] (GraphQL and the
+//!   Socket.IO feed mount beside it on the same port).
+//! - [`queue`]: the service every API calls: each operation takes the caller,
+//!   applies the access policy ([`auth::policy`]) and calls the store.
 //! - [`worker`]: handler trait and registry, HTTP executor, demo agents, and
 //!   the runtime that claims, runs, heartbeats and finishes tasks.
 //! - [`maintenance`]: promoter, reaper and janitor loops, safe on every node.
 //! - [`nodes`]: the registry of live nodes and their worker statistics.
 //! - [`store`]: the only module that knows Redis; one Lua script per state
 //!   change (`lua/`), one typed wrapper each, plus the read side.
+//! - [`auth`]: tokens (verify, mint, cache) and the one access policy.
 //! - [`task`], [`clock`], [`error`], [`shutdown`]: the domain and its plumbing.
 //! - [`local_redis`]: starts a private `redis-server` when none is configured.
 //! - [`bench`]: the benchmark behind `taskherd bench`.
@@ -28,6 +31,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod node;
 pub mod nodes;
+pub mod queue;
 pub mod shutdown;
 pub mod signals;
 pub mod store;

@@ -375,6 +375,43 @@ pub(crate) fn script_call(script: &'static str, took: Duration, redis_error: boo
     histogram!(SCRIPT_DURATION, "script" => script).record(took.as_secs_f64());
 }
 
+/// The shared queue's gauges as read at a scrape: `status` is None when the
+/// read failed (the gauges keep their values and `QUEUE_READ_OK` says 0);
+/// `stream` is the event stream's length and newest entry time.
+pub(crate) fn shared_queue(
+    status: Option<&crate::store::QueueStatus>,
+    stream: Option<(u64, Option<i64>)>,
+) {
+    use crate::task::{Priority, TaskStatus};
+    gauge!(QUEUE_READ_OK).set(if status.is_some() { 1.0 } else { 0.0 });
+    let Some(status) = status else {
+        return;
+    };
+    gauge!(QUEUE_DELAYED).set(status.delayed_tasks as f64);
+    for agent in &status.agents {
+        let a = agent.agent_id.clone();
+        for st in TaskStatus::ALL {
+            let n = agent.by_status.get(st.as_str()).copied().unwrap_or(0);
+            gauge!(QUEUE_TASKS, "agent" => a.clone(), "status" => st.as_str()).set(n as f64);
+        }
+        for p in Priority::ALL {
+            let n = agent
+                .ready_by_priority
+                .get(p.as_str())
+                .copied()
+                .unwrap_or(0);
+            gauge!(QUEUE_READY, "agent" => a.clone(), "priority" => p.as_str()).set(n as f64);
+        }
+        let oldest = agent.oldest_waiting_ms.unwrap_or(0).max(0) as f64 / 1000.0;
+        gauge!(QUEUE_OLDEST, "agent" => a).set(oldest);
+    }
+    if let Some((len, newest)) = stream {
+        gauge!(STREAM_LENGTH).set(len as f64);
+        let lag = newest.map_or(0, |ms| (status.timestamp - ms).max(0));
+        gauge!(STREAM_LAG).set(lag as f64 / 1000.0);
+    }
+}
+
 /// One HTTP request.
 pub(crate) fn http_request(operation: &'static str, method: &str, status: u16, took: Duration) {
     let method = match method {

@@ -10,16 +10,16 @@
 //!    Redis pool close.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use poem::Server;
 use poem::listener::{Acceptor, TcpAcceptor};
 
-use crate::api::{self, ApiConfig, AppState};
+use crate::api::{self, ApiConfig, AppState, NodeContext};
 use crate::auth::{Auth, AuthConfig};
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::maintenance::{self, MaintenanceConfig};
+use crate::queue::Queue;
 use crate::shutdown::{self, Shutdown};
 use crate::signals::{self, Signals};
 use crate::store::{Store, StoreConfig};
@@ -143,16 +143,17 @@ pub async fn run(
         inner_shutdown.clone(),
     ));
 
+    let queue = Queue::new(store.clone(), signals.clone());
     let state = Arc::new(AppState {
-        store: store.clone(),
-        runtime: runtime.clone(),
-        node_id: node_id.clone(),
-        draining: AtomicBool::new(false),
-        maxmemory_policy: policy,
-        limiter: api::ratelimit::RateLimiter::new(config.api.rate_limit_per_s),
-        config: config.api.clone(),
+        queue: queue.clone(),
         auth,
-        signals: signals.clone(),
+        limiter: api::ratelimit::RateLimiter::new(config.api.rate_limit_per_s),
+        node: NodeContext {
+            id: node_id.clone(),
+            maxmemory_policy: policy,
+            runtime: runtime.clone(),
+        },
+        config: config.api.clone(),
     });
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let local_addr = acceptor
@@ -177,7 +178,7 @@ pub async fn run(
 
     shutdown.wait().await;
     tracing::info!("shutting down: workers first");
-    state.draining.store(true, Ordering::Relaxed);
+    queue.begin_draining();
     if let Some(task) = worker_task
         && let Ok(Err(e)) = task.await
     {

@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::error::{ApiError, Errors, status as s};
+use super::error::{Errors, status as s};
 use super::models::{AgentInput, AgentList, ApiTags, NodeList};
 use super::{AppState, BearerAuth};
 use crate::store::Agent;
@@ -34,14 +33,6 @@ enum DeleteAgentResponse {
     Deleted,
 }
 
-fn agent_not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "AGENT_NOT_FOUND",
-        format!("agent {id} not found"),
-    )
-}
-
 #[OpenApi(tag = "ApiTags::Agents")]
 impl AgentsApi {
     /// List agents
@@ -51,11 +42,11 @@ impl AgentsApi {
     #[oai(path = "/api/ai/agents", method = "get", operation_id = "listAgents")]
     async fn list(
         &self,
-        BearerAuth(_principal): BearerAuth,
+        BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<AgentList>, Errors<{ s::AUTHED }>> {
         Ok(Json(AgentList {
-            agents: state.store.list_agents().await?,
+            agents: state.queue.agents(&principal).await?,
         }))
     }
 
@@ -63,15 +54,12 @@ impl AgentsApi {
     #[oai(path = "/api/ai/agents/:id", method = "get", operation_id = "getAgent")]
     async fn get(
         &self,
-        BearerAuth(_principal): BearerAuth,
+        BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Agent id.
         id: Path<String>,
     ) -> Result<Json<Agent>, Errors<{ s::AUTHED | s::NOT_FOUND }>> {
-        match state.store.get_agent(&id.0).await? {
-            Some(agent) => Ok(Json(agent)),
-            None => Err(agent_not_found(&id.0).into()),
-        }
+        Ok(Json(state.queue.agent(&principal, &id.0).await?))
     }
 
     /// Create or update an agent (admin)
@@ -90,9 +78,8 @@ impl AgentsApi {
         id: Path<String>,
         body: Json<AgentInput>,
     ) -> Result<PutAgentResponse, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
-        principal.require_admin()?;
         let agent = body.0.into_agent(id.0);
-        let created = state.store.upsert_agent(&agent).await?;
+        let created = state.queue.put_agent(&principal, &agent).await?;
         Ok(if created {
             PutAgentResponse::Created(Json(agent))
         } else {
@@ -115,12 +102,8 @@ impl AgentsApi {
         /// Agent id.
         id: Path<String>,
     ) -> Result<DeleteAgentResponse, Errors<{ s::AUTHED | s::FORBIDDEN | s::NOT_FOUND }>> {
-        principal.require_admin()?;
-        if state.store.delete_agent(&id.0).await? {
-            Ok(DeleteAgentResponse::Deleted)
-        } else {
-            Err(agent_not_found(&id.0).into())
-        }
+        state.queue.delete_agent(&principal, &id.0).await?;
+        Ok(DeleteAgentResponse::Deleted)
     }
 
     /// Live nodes
@@ -135,10 +118,10 @@ impl AgentsApi {
     )]
     async fn nodes(
         &self,
-        BearerAuth(_principal): BearerAuth,
+        BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<NodeList>, Errors<{ s::AUTHED }>> {
-        let nodes = crate::nodes::list(&state.store, crate::nodes::DEFAULT_STALE_AFTER).await?;
+        let nodes = state.queue.nodes(&principal).await?;
         Ok(Json(NodeList { nodes }))
     }
 }

@@ -15,7 +15,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 use serde_json::Value;
 
-use crate::auth::{AuthError, Forbidden};
+use crate::auth::AuthError;
 use crate::error::Error;
 
 /// The body of every error response.
@@ -156,7 +156,9 @@ impl From<Error> for ApiError {
             Error::AgentNotFound(id) => {
                 ApiError::new(StatusCode::NOT_FOUND, code, format!("agent {id} not found"))
             }
+            Error::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, code, m),
             e @ (Error::LeaseMismatch(_)
+            | Error::TaskCancelled(_)
             | Error::NotProcessing(_)
             | Error::AlreadyTerminal(_)
             | Error::NotRetryable(_)
@@ -210,12 +212,6 @@ fn log_outage(e: &Error) {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
-    }
-}
-
-impl From<Forbidden> for ApiError {
-    fn from(e: Forbidden) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.0)
     }
 }
 

@@ -87,7 +87,7 @@ enum ProbeResponse {
 
 async fn redis_reachable(state: &AppState) -> bool {
     matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        tokio::time::timeout(Duration::from_secs(2), state.queue.ping()).await,
         Ok(Ok(()))
     )
 }
@@ -119,7 +119,7 @@ impl HealthApi {
         operation_id = "readiness"
     )]
     async fn ready(&self, Data(state): Data<&Arc<AppState>>) -> ProbeResponse {
-        let reason = if state.is_draining() {
+        let reason = if state.queue.is_draining() {
             Some("draining")
         } else if !redis_reachable(state).await {
             Some("redis unreachable")
@@ -145,8 +145,11 @@ impl HealthApi {
         let reachable = redis_reachable(state).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         // "unknown": the Redis service refuses CONFIG; warned about at start.
-        let policy_ok = matches!(state.maxmemory_policy.as_str(), "noeviction" | "unknown");
-        let draining = state.is_draining();
+        let policy_ok = matches!(
+            state.node.maxmemory_policy.as_str(),
+            "noeviction" | "unknown"
+        );
+        let draining = state.queue.is_draining();
         let status = if !reachable {
             "unavailable"
         } else if draining || !policy_ok {
@@ -157,17 +160,18 @@ impl HealthApi {
         let report = HealthReport {
             status: status.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            node_id: state.node_id.clone(),
+            node_id: state.node.id.clone(),
             draining,
             redis: RedisHealth {
                 reachable,
                 latency_ms: (latency_ms * 100.0).round() / 100.0,
-                maxmemory_policy: state.maxmemory_policy.clone(),
+                maxmemory_policy: state.node.maxmemory_policy.clone(),
                 warning: (!policy_ok).then(|| {
                     "maxmemory-policy is not noeviction: Redis may evict queued tasks".into()
                 }),
             },
             worker: state
+                .node
                 .runtime
                 .as_ref()
                 .and_then(|r| serde_json::to_value(r.stats()).ok()),

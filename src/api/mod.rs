@@ -22,7 +22,6 @@ mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::middleware::Cors;
@@ -32,8 +31,7 @@ use poem_openapi::{OpenApiService, SecurityScheme};
 use tracing::Instrument;
 
 use crate::auth::{Auth, Principal};
-use crate::signals::Signals;
-use crate::store::Store;
+use crate::queue::Queue;
 use crate::worker::Runtime;
 use error::ApiError;
 use ratelimit::RateLimiter;
@@ -67,31 +65,26 @@ impl Default for ApiConfig {
 
 /// What every HTTP handler can reach.
 pub struct AppState {
-    /// The queue.
-    pub store: Store,
-    /// This node's workers (None when switched off).
-    pub runtime: Option<Runtime>,
-    /// This node's id.
-    pub node_id: String,
-    /// Set when shutdown began (health then reports `draining`).
-    pub draining: AtomicBool,
-    /// Redis' eviction policy as read at start-up.
-    pub maxmemory_policy: String,
+    /// The service every operation goes through.
+    pub queue: Queue,
     /// Token verification.
     pub auth: Auth,
-    /// HTTP settings.
-    pub config: ApiConfig,
     /// Shared rate limit.
     pub limiter: RateLimiter,
-    /// Wake-ups from Redis (long-polling claims wait on them).
-    pub signals: Signals,
+    /// This node, as health and metrics report it.
+    pub node: NodeContext,
+    /// HTTP settings.
+    pub config: ApiConfig,
 }
 
-impl AppState {
-    /// Whether the node is shutting down.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
+/// The node an HTTP server runs in.
+pub struct NodeContext {
+    /// This node's id.
+    pub id: String,
+    /// Redis' eviction policy as read at start-up.
+    pub maxmemory_policy: String,
+    /// This node's workers (None when switched off).
+    pub runtime: Option<Runtime>,
 }
 
 /// `Authorization: Bearer <JWT>` (HS256). Rate-limited per subject.
@@ -104,7 +97,10 @@ async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
         .data::<Arc<AppState>>()
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "no state"))?;
     let principal = state.auth.verify(&bearer.token).map_err(ApiError::from)?;
-    state.limiter.check(&state.store, &principal.sub).await?;
+    state
+        .limiter
+        .check(state.queue.store(), &principal.sub)
+        .await?;
     tracing::Span::current().record("sub", principal.sub.as_str());
     Ok(principal)
 }
@@ -418,6 +414,3 @@ fn limited_body(body: poem::Body, max: usize, exceeded: Arc<AtomicBool>) -> poem
     });
     poem::Body::from_bytes_stream(stream)
 }
-
-/// Long-poll waits are cut to this, whatever the client asks.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);

@@ -108,8 +108,8 @@ pub struct CreateTaskRequest {
 }
 
 impl CreateTaskRequest {
-    /// The core request, owned by `owner`.
-    pub fn into_new(self, owner: &str) -> NewTask {
+    /// The core request (the queue sets its owner).
+    pub fn into_new(self) -> NewTask {
         NewTask {
             agent_id: self.agent_id.0,
             task_type: self.task_type.0,
@@ -120,7 +120,7 @@ impl CreateTaskRequest {
             estimated_cost: self.estimated_cost,
             run_at: self.run_at,
             idempotency_key: self.idempotency_key.map(|k| k.0),
-            owner_id: Some(owner.to_string()),
+            owner_id: None,
         }
     }
 }

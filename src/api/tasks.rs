@@ -8,12 +8,11 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::error::{ApiError, Errors, status as s};
+use super::error::{Errors, status as s};
 use super::models::{
     ApiTags, BatchCreateRequest, BatchCreateResult, CleanupResult, CreateTaskRequest, TimeoutResult,
 };
 use super::{AppState, BearerAuth};
-use crate::auth::{Principal, Role};
 use crate::store::{ListFilter, QueueStatus, Statistics, StatsFilter, TaskPage};
 use crate::task::{Priority, Task, TaskStatus};
 
@@ -33,19 +32,6 @@ enum CreateResponse {
 const GET_ERRORS: u16 = s::AUTHED | s::NOT_FOUND;
 const CHANGE_ERRORS: u16 = s::AUTHED | s::FORBIDDEN | s::NOT_FOUND | s::CONFLICT;
 const ADMIN_ERRORS: u16 = s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN;
-
-/// A task the principal may see, or 404 (the same answer whether it does
-/// not exist or belongs to someone else, so nothing leaks).
-pub(super) async fn visible_task(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<Task, ApiError> {
-    match state.store.get(id).await? {
-        Some(task) if principal.can_see(&task) => Ok(task),
-        _ => Err(ApiError::task_not_found(id)),
-    }
-}
 
 #[OpenApi(tag = "ApiTags::Tasks")]
 impl TasksApi {
@@ -69,16 +55,12 @@ impl TasksApi {
         idempotency_key: Header<Option<String>>,
         body: Json<CreateTaskRequest>,
     ) -> Result<CreateResponse, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
-        principal.require_submitter()?;
         let mut req = body.0;
         // The header wins over the field when both are given.
         if let Some(key) = idempotency_key.0 {
             req.idempotency_key = Some(super::models::Text(key));
         }
-        let created = state
-            .store
-            .create(req.into_new(principal.owner_id()))
-            .await?;
+        let created = state.queue.create(&principal, req.into_new()).await?;
         Ok(if created.created {
             CreateResponse::Created(Json(created.task))
         } else {
@@ -142,8 +124,7 @@ impl TasksApi {
         #[oai(validator(pattern = r"^[0-9]+$", min_length = 1, max_length = 19))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<TaskPage>, Errors<{ s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN }>> {
-        principal.require_task_reader()?;
-        let mut filter = ListFilter {
+        let filter = ListFilter {
             status: status.0,
             priority: priority.0,
             agent_id: agent_id.0,
@@ -155,26 +136,7 @@ impl TasksApi {
             limit: limit.0,
             cursor: cursor.0,
         };
-        match principal.role {
-            Role::Admin | Role::Metrics => {}
-            Role::User => filter.owner_id = Some(principal.sub.clone()),
-            Role::Worker => {
-                if filter.agent_id.is_some() && filter.agent_id != principal.agent {
-                    // Another agent's tasks are invisible: an empty page.
-                    return Ok(Json(TaskPage {
-                        tasks: Vec::new(),
-                        total_count: 0,
-                        current_page: filter.page,
-                        total_pages: 0,
-                        limit: filter.limit,
-                        has_next_page: false,
-                        next_cursor: None,
-                    }));
-                }
-                filter.agent_id = principal.agent.clone();
-            }
-        }
-        Ok(Json(state.store.list(&filter).await?))
+        Ok(Json(state.queue.list(&principal, filter).await?))
     }
 
     /// Get a task
@@ -188,7 +150,7 @@ impl TasksApi {
         /// Task id (`task_` + ULID).
         id: Path<String>,
     ) -> Result<Json<Task>, Errors<GET_ERRORS>> {
-        Ok(Json(visible_task(state, &principal, &id.0).await?))
+        Ok(Json(state.queue.get(&principal, &id.0).await?))
     }
 
     /// Cancel a task
@@ -208,11 +170,7 @@ impl TasksApi {
         /// Task id.
         id: Path<String>,
     ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
-        principal.require_submitter()?;
-        visible_task(state, &principal, &id.0).await?;
-        let reason = format!("cancelled by {}", principal.sub);
-        state.store.cancel(&id.0, Some(&reason)).await?;
-        Ok(Json(visible_task(state, &principal, &id.0).await?))
+        Ok(Json(state.queue.cancel(&principal, &id.0).await?))
     }
 
     /// Retry a task
@@ -231,10 +189,7 @@ impl TasksApi {
         /// Task id.
         id: Path<String>,
     ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
-        principal.require_submitter()?;
-        visible_task(state, &principal, &id.0).await?;
-        state.store.retry(&id.0).await?;
-        Ok(Json(visible_task(state, &principal, &id.0).await?))
+        Ok(Json(state.queue.retry(&principal, &id.0).await?))
     }
 
     /// Retry a task (deprecated GET form)
@@ -271,14 +226,8 @@ impl TasksApi {
         Data(state): Data<&Arc<AppState>>,
         body: Json<BatchCreateRequest>,
     ) -> Result<BatchCreated, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
-        principal.require_submitter()?;
-        let items = body
-            .0
-            .tasks
-            .into_iter()
-            .map(|t| t.into_new(principal.owner_id()))
-            .collect();
-        let created = state.store.create_batch(items).await?;
+        let items = body.0.tasks.into_iter().map(|t| t.into_new()).collect();
+        let created = state.queue.create_batch(&principal, items).await?;
         let created_count = created.iter().filter(|c| c.created).count() as u32;
         let existing_count = created.len() as u32 - created_count;
         Ok(BatchCreated::Created(Json(BatchCreateResult {
@@ -302,10 +251,10 @@ impl TasksApi {
     )]
     async fn queue_status(
         &self,
-        BearerAuth(_principal): BearerAuth,
+        BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<QueueStatus>, Errors<{ s::AUTHED }>> {
-        Ok(Json(state.store.queue_status().await?))
+        Ok(Json(state.queue.queue_status(&principal).await?))
     }
 
     /// Statistics
@@ -320,7 +269,7 @@ impl TasksApi {
     )]
     async fn statistics(
         &self,
-        BearerAuth(_principal): BearerAuth,
+        BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Only this agent.
         #[oai(
@@ -354,7 +303,7 @@ impl TasksApi {
             from_ms: start_date.0,
             to_ms: end_date.0,
         };
-        Ok(Json(state.store.statistics(&filter).await?))
+        Ok(Json(state.queue.statistics(&principal, &filter).await?))
     }
 
     /// Delete old finished tasks (admin)
@@ -373,12 +322,10 @@ impl TasksApi {
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<CleanupResult>, Errors<{ s::AUTHED | s::FORBIDDEN }>> {
-        principal.require_admin()?;
-        let retention = state.store.config().retention;
-        let deleted_count = state.store.cleanup(retention).await?;
+        let outcome = state.queue.cleanup(&principal).await?;
         Ok(Json(CleanupResult {
-            deleted_count,
-            retention_days: retention.as_secs() / 86_400,
+            deleted_count: outcome.deleted,
+            retention_days: outcome.retention.as_secs() / 86_400,
         }))
     }
 
@@ -405,19 +352,8 @@ impl TasksApi {
         )]
         timeout_ms: Query<Option<u64>>,
     ) -> Result<Json<TimeoutResult>, Errors<ADMIN_ERRORS>> {
-        principal.require_admin()?;
-        let mut timed_out_count = 0;
-        // The reaper's rule first, in bounded passes.
-        for _ in 0..1_000 {
-            let pass = state.store.reap(1000).await?;
-            timed_out_count += pass.handled;
-            if pass.handled < 1000 {
-                break;
-            }
-        }
-        if let Some(ms) = timeout_ms.0 {
-            timed_out_count += state.store.timeout_stale(Duration::from_millis(ms)).await?;
-        }
+        let max_age = timeout_ms.0.map(Duration::from_millis);
+        let timed_out_count = state.queue.timeout_stale(&principal, max_age).await?;
         Ok(Json(TimeoutResult { timed_out_count }))
     }
 }

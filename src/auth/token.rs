@@ -1,5 +1,5 @@
-//! Who is calling, and what they may do. One set of rules for REST, GraphQL
-//! and the WebSocket feed.
+//! Tokens: verify, mint, cache. What a verified caller may do is decided in
+//! [`super::policy`], not here.
 //!
 //! Tokens are JWTs signed with HS256 and the node's `JWT_SECRET` (at least 32
 //! bytes). Verification pins the algorithm (so `alg: none` and RS/ES tokens
@@ -11,15 +11,6 @@
 //! requests skip the signature and JSON work; a cached token is still checked
 //! against the clock (same leeway) on every use. Refused tokens are never
 //! cached.
-//!
-//! Roles (claim `role`):
-//! - `admin`: everything, every owner's tasks;
-//! - `user`: creates tasks and sees only the tasks it owns (`sub` is the
-//!   owner); someone else's task answers "not found";
-//! - `worker`: bound to one agent (claim `agent`): claims, heartbeats,
-//!   completes and fails that agent's tasks, and reads them;
-//! - `metrics`: for scrapers: reads `/metrics`, queue status, statistics,
-//!   agents and nodes; no tasks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,8 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::{Principal, Role};
 use crate::error::{Error, Result};
-use crate::task::{DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS, Task, validate_ident};
+use crate::task::{DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS, validate_ident};
 
 /// Shortest accepted `JWT_SECRET` (bytes).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -39,32 +31,6 @@ pub const LEEWAY_S: u64 = 5;
 pub const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
 /// Most verified tokens a node remembers; past it the cache starts over.
 pub const MAX_CACHED_TOKENS: usize = 10_000;
-
-/// A principal's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything, every owner.
-    Admin,
-    /// Runs one agent's tasks.
-    Worker,
-    /// Creates and follows its own tasks.
-    User,
-    /// Scrapes metrics and reads the queue's aggregate views; no tasks.
-    Metrics,
-}
-
-impl Role {
-    /// The claim value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Worker => "worker",
-            Role::User => "user",
-            Role::Metrics => "metrics",
-        }
-    }
-}
 
 /// The claims taskherd reads and mints.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -101,17 +67,6 @@ pub enum Audience {
     One(String),
     /// `"aud": ["api", "other"]`
     Many(Vec<String>),
-}
-
-/// An authenticated caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// Token subject.
-    pub sub: String,
-    /// Role.
-    pub role: Role,
-    /// Bound agent (workers only).
-    pub agent: Option<String>,
 }
 
 /// Why a token was refused (shown to the client: none of it is secret).
@@ -386,77 +341,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// What a principal was refused (the API answers 403, or 404 where existence
-/// must not leak).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Forbidden(pub String);
-
-impl Principal {
-    /// Admins only.
-    pub fn require_admin(&self) -> Result<(), Forbidden> {
-        match self.role {
-            Role::Admin => Ok(()),
-            _ => Err(Forbidden("this operation needs the admin role".into())),
-        }
-    }
-
-    /// Users and admins create, cancel and retry tasks.
-    pub fn require_submitter(&self) -> Result<(), Forbidden> {
-        match self.role {
-            Role::Admin | Role::User => Ok(()),
-            Role::Worker => Err(Forbidden(
-                "worker tokens may only run their agent's tasks".into(),
-            )),
-            Role::Metrics => Err(Forbidden("metrics tokens may not change tasks".into())),
-        }
-    }
-
-    /// Admins, and workers bound to `agent_id`, run that agent's tasks.
-    pub fn require_runner(&self, agent_id: &str) -> Result<(), Forbidden> {
-        match self.role {
-            Role::Admin => Ok(()),
-            Role::Worker if self.agent.as_deref() == Some(agent_id) => Ok(()),
-            Role::Worker => Err(Forbidden(format!(
-                "this worker token is bound to another agent than {agent_id}"
-            ))),
-            Role::User | Role::Metrics => Err(Forbidden(
-                "running tasks needs a worker or admin token".into(),
-            )),
-        }
-    }
-
-    /// Whether the principal may see `task` (a hidden task is "not found").
-    pub fn can_see(&self, task: &Task) -> bool {
-        match self.role {
-            Role::Admin => true,
-            Role::User => task.owner_id.as_deref() == Some(self.sub.as_str()),
-            Role::Worker => self.agent.as_deref() == Some(task.agent_id.as_str()),
-            Role::Metrics => false,
-        }
-    }
-
-    /// Admins and metrics scrapers read `/metrics`.
-    pub fn require_metrics_reader(&self) -> Result<(), Forbidden> {
-        match self.role {
-            Role::Admin | Role::Metrics => Ok(()),
-            _ => Err(Forbidden("metrics need a metrics or admin token".into())),
-        }
-    }
-
-    /// Everyone but metrics scrapers reads task lists.
-    pub fn require_task_reader(&self) -> Result<(), Forbidden> {
-        match self.role {
-            Role::Metrics => Err(Forbidden("metrics tokens may not read tasks".into())),
-            _ => Ok(()),
-        }
-    }
-
-    /// The owner a created task gets.
-    pub fn owner_id(&self) -> &str {
-        &self.sub
-    }
 }
 
 #[cfg(test)]

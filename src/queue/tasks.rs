@@ -1,0 +1,97 @@
+//! Tasks as their submitters see them: create, get, list, cancel, retry.
+
+use super::{Queue, allow};
+use crate::auth::{Action, Principal, Scope, TaskRef};
+use crate::error::{Error, Result};
+use crate::store::{Created, ListFilter, TaskPage};
+use crate::task::{NewTask, Task};
+
+impl Queue {
+    /// Creates a task owned by the caller; a repeated idempotency key of
+    /// the same owner returns the first task (`created: false`).
+    pub async fn create(&self, principal: &Principal, mut task: NewTask) -> Result<Created> {
+        allow(principal, Action::CreateTasks, "")?;
+        task.owner_id = Some(principal.owner_id().to_string());
+        self.store().create(task).await
+    }
+
+    /// Creates 1 to 100 tasks owned by the caller, all or nothing.
+    pub async fn create_batch(
+        &self,
+        principal: &Principal,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Created>> {
+        allow(principal, Action::CreateTasks, "")?;
+        let owner = principal.owner_id();
+        let tasks = tasks
+            .into_iter()
+            .map(|mut t| {
+                t.owner_id = Some(owner.to_string());
+                t
+            })
+            .collect();
+        self.store().create_batch(tasks).await
+    }
+
+    /// One task the caller may see; another's is "not found" like a missing
+    /// one.
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<Task> {
+        let task = self
+            .store()
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound(id.to_string()))?;
+        allow(principal, Action::ReadTask(TaskRef::of(&task)), id)?;
+        Ok(task)
+    }
+
+    /// A page of the tasks the caller may see: users their own, workers
+    /// their agent's (another agent's filter gives an empty page), admins
+    /// all.
+    pub async fn list(&self, principal: &Principal, mut filter: ListFilter) -> Result<TaskPage> {
+        allow(principal, Action::ListTasks, "")?;
+        match Scope::of(principal) {
+            Scope::All => {}
+            Scope::Owner(owner) => filter.owner_id = Some(owner.to_string()),
+            Scope::Agent(agent) => {
+                if filter.agent_id.as_deref().is_some_and(|a| a != agent) {
+                    return Ok(empty_page(&filter));
+                }
+                filter.agent_id = Some(agent.to_string());
+            }
+            Scope::Nothing => return Ok(empty_page(&filter)),
+        }
+        self.store().list(&filter).await
+    }
+
+    /// Cancels a QUEUED or PROCESSING task the caller may change (its worker
+    /// is told to stop; its late result is refused); the task as it is now.
+    pub async fn cancel(&self, principal: &Principal, id: &str) -> Result<Task> {
+        allow(principal, Action::ChangeTasks, id)?;
+        self.get(principal, id).await?;
+        let reason = format!("cancelled by {}", principal.sub);
+        self.store().cancel(id, Some(&reason)).await?;
+        self.get(principal, id).await
+    }
+
+    /// Puts a FAILED, TIMEOUT or CANCELLED task back in its queue with
+    /// fresh attempts; the task as it is now.
+    pub async fn retry(&self, principal: &Principal, id: &str) -> Result<Task> {
+        allow(principal, Action::ChangeTasks, id)?;
+        self.get(principal, id).await?;
+        self.store().retry(id).await?;
+        self.get(principal, id).await
+    }
+}
+
+fn empty_page(filter: &ListFilter) -> TaskPage {
+    TaskPage {
+        tasks: Vec::new(),
+        total_count: 0,
+        current_page: filter.page,
+        total_pages: 0,
+        limit: filter.limit,
+        has_next_page: false,
+        next_cursor: None,
+    }
+}
