@@ -50,6 +50,8 @@ pub struct NodeConfig {
 pub struct Node {
     /// The node's store handle.
     pub store: Store,
+    /// The service its APIs call.
+    pub queue: Queue,
     /// The node's workers.
     pub runtime: Option<Runtime>,
     /// Where it listens.
@@ -172,6 +174,7 @@ pub async fn run(
     tracing::info!(node_id = %node_id, addr = %local_addr, "node started");
     on_start(Node {
         store: store.clone(),
+        queue: queue.clone(),
         runtime,
         local_addr,
     });

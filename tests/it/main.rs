@@ -19,6 +19,7 @@ mod metrics;
 mod ops;
 mod ordering;
 mod prometheus;
+mod queue;
 mod read_side;
 mod retries;
 mod scripts;

@@ -83,6 +83,7 @@ where
 /// An in-process node on 127.0.0.1:0.
 pub struct TestNode {
     pub store: Store,
+    pub queue: taskherd::queue::Queue,
     pub runtime: Option<taskherd::worker::Runtime>,
     pub addr: std::net::SocketAddr,
     trigger: ShutdownTrigger,
@@ -180,6 +181,7 @@ impl TestNode {
         let started = rx.await.expect("node starts");
         Self {
             store: started.store,
+            queue: started.queue,
             runtime: started.runtime,
             addr: started.local_addr,
             trigger,
