@@ -8,6 +8,7 @@
 //! have returned is refused by the lease-token fence.
 
 pub mod demo;
+mod finisher;
 pub mod http;
 mod runtime;
 

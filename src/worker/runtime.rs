@@ -28,6 +28,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::finisher::{Finish, FinishJob};
 use super::http::HttpExecutor;
 use super::{Handler, HandlerError, Registry, TaskContext};
 use crate::error::Result;
@@ -97,34 +98,23 @@ pub struct WorkerStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    claimed: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    refused: AtomicU64,
-    requeued: AtomicU64,
-    redis_errors: AtomicU64,
-    last_claim_ok_at: AtomicI64,
+pub(super) struct Counters {
+    pub(super) claimed: AtomicU64,
+    pub(super) completed: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) requeued: AtomicU64,
+    pub(super) redis_errors: AtomicU64,
+    pub(super) last_claim_ok_at: AtomicI64,
 }
 
-struct InFlight {
-    token: String,
-    agent: String,
-    cancel: CancellationToken,
+pub(super) struct InFlight {
+    pub(super) token: String,
+    pub(super) agent: String,
+    pub(super) cancel: CancellationToken,
     /// Local deadline of the lease as last renewed (measured from before the
     /// renewing call was sent, so it errs early).
-    lease_valid_until: Instant,
-}
-
-enum Finish {
-    Complete(Completion),
-    Fail(Failure),
-    Requeue { id: String, token: String },
-}
-
-struct FinishJob {
-    finish: Finish,
-    done: oneshot::Sender<()>,
+    pub(super) lease_valid_until: Instant,
 }
 
 /// Frees an attempt's slot however the attempt's task ends (a panic
@@ -171,26 +161,26 @@ type HandlerResult = std::result::Result<super::Output, HandlerError>;
 /// A node's worker runtime; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
-    registry: Registry,
-    config: WorkerConfig,
-    signals: Signals,
-    slots: Arc<Semaphore>,
-    slot_freed: Notify,
-    in_flight: Mutex<HashMap<String, InFlight>>,
-    http_agents: RwLock<HashMap<String, Arc<dyn Handler>>>,
-    agent_limits: RwLock<HashMap<String, usize>>,
-    hand_back: CancellationToken,
-    running: AtomicBool,
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) registry: Registry,
+    pub(super) config: WorkerConfig,
+    pub(super) signals: Signals,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) slot_freed: Notify,
+    pub(super) in_flight: Mutex<HashMap<String, InFlight>>,
+    pub(super) http_agents: RwLock<HashMap<String, Arc<dyn Handler>>>,
+    pub(super) agent_limits: RwLock<HashMap<String, usize>>,
+    pub(super) hand_back: CancellationToken,
+    pub(super) running: AtomicBool,
     /// One client (and its keep-alive connections) for every HTTP agent.
-    http_client: reqwest::Client,
+    pub(super) http_client: reqwest::Client,
     /// Where the next claim's window of at most 100 agents starts.
-    agent_window: std::sync::atomic::AtomicUsize,
-    counters: Counters,
+    pub(super) agent_window: std::sync::atomic::AtomicUsize,
+    pub(super) counters: Counters,
 }
 
 /// Most agents one claim call names (the claim script's bound).
@@ -533,143 +523,6 @@ impl Runtime {
                 timed_out: false,
             }),
         })
-    }
-
-    /// Group commit of results: whatever queued up while the previous batch
-    /// was being written goes out in one call per kind.
-    async fn finisher(self, mut rx: mpsc::Receiver<FinishJob>) {
-        while let Some(first) = rx.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < crate::store::MAX_CLAIM {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            let (mut completes, mut fails, mut requeues, mut acks) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for job in jobs {
-                match job.finish {
-                    Finish::Complete(c) => completes.push(c),
-                    Finish::Fail(f) => fails.push(f),
-                    Finish::Requeue { id, token } => requeues.push((id, token)),
-                }
-                acks.push(job.done);
-            }
-            self.write_results(&completes, &fails, &requeues).await;
-            for ack in acks {
-                let _ = ack.send(());
-            }
-        }
-    }
-
-    async fn write_results(
-        &self,
-        completes: &[Completion],
-        fails: &[Failure],
-        requeues: &[(String, String)],
-    ) {
-        let store = &self.inner.store;
-        let c = &self.inner.counters;
-        // Results are retried while Redis is away, up to one lease: after
-        // that the lease is gone anyway and the task will be re-delivered.
-        let give_up = Instant::now() + self.inner.config.lease;
-        let mut backoff = Duration::from_millis(50);
-        let mut pending = (
-            !completes.is_empty(),
-            !fails.is_empty(),
-            !requeues.is_empty(),
-        );
-        let mut fails: Vec<Failure> = fails.to_vec();
-        while pending.0 || pending.1 || pending.2 {
-            if pending.0 {
-                match store.complete(completes).await {
-                    Ok(results) => {
-                        pending.0 = false;
-                        for (r, done) in results.into_iter().zip(completes) {
-                            match r {
-                                Ok(()) => {
-                                    c.completed.fetch_add(1, Ordering::Relaxed);
-                                }
-                                // A result the queue cannot store (too large, not a
-                                // finite number) fails the task for good, with the reason.
-                                Err(crate::Error::Validation(why)) => {
-                                    tracing::warn!(task_id = %done.id, reason = %why, "result refused; failing the task");
-                                    fails.push(Failure {
-                                        id: done.id.clone(),
-                                        token: done.token.clone(),
-                                        error_message: format!("result refused: {why}"),
-                                        retryable: false,
-                                        timed_out: false,
-                                    });
-                                    pending.1 = true;
-                                }
-                                Err(e) => {
-                                    tracing::info!(error = %e, "completion refused");
-                                    c.refused.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => pending.0 = self.keep_trying(&e),
-                }
-            }
-            if pending.1 {
-                match store.fail(&fails).await {
-                    Ok(results) => {
-                        pending.1 = false;
-                        for r in results {
-                            match r {
-                                Ok(_) => c.failed.fetch_add(1, Ordering::Relaxed),
-                                Err(e) => {
-                                    tracing::info!(error = %e, "failure report refused");
-                                    c.refused.fetch_add(1, Ordering::Relaxed)
-                                }
-                            };
-                        }
-                    }
-                    Err(e) => pending.1 = self.keep_trying(&e),
-                }
-            }
-            if pending.2 {
-                match store.requeue(requeues).await {
-                    Ok(results) => {
-                        pending.2 = false;
-                        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-                        c.requeued.fetch_add(ok, Ordering::Relaxed);
-                    }
-                    Err(e) => pending.2 = self.keep_trying(&e),
-                }
-            }
-            if (pending.0 || pending.1 || pending.2) && Instant::now() < give_up {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            } else if pending.0 || pending.1 || pending.2 {
-                tracing::error!(
-                    "results could not be written within one lease; the tasks will be re-delivered"
-                );
-                return;
-            }
-        }
-    }
-
-    /// Whether a failed write is worth retrying (Redis away), logged once here.
-    fn keep_trying(&self, e: &crate::Error) -> bool {
-        if e.is_transient() {
-            self.note_redis_error(e);
-            true
-        } else {
-            tracing::error!(error = %e, "writing results failed and cannot succeed; leases will expire");
-            false
-        }
-    }
-
-    fn note_redis_error(&self, e: &crate::Error) {
-        self.inner
-            .counters
-            .redis_errors
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(error = %e, "writing results failed; retrying");
     }
 
     /// Renews every lease this node holds, once per third of a lease.
