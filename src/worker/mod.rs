@@ -10,6 +10,7 @@
 pub mod demo;
 mod finisher;
 pub mod http;
+mod lease_keeper;
 mod runtime;
 
 use std::collections::HashMap;
