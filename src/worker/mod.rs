@@ -7,6 +7,7 @@
 //! token is stopped at its next `.await` all the same, and whatever it would
 //! have returned is refused by the lease-token fence.
 
+mod agent_refresher;
 pub mod demo;
 mod finisher;
 pub mod http;

@@ -29,12 +29,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::finisher::{Finish, FinishJob};
-use super::http::HttpExecutor;
 use super::{Handler, HandlerError, Registry, TaskContext};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
-use crate::store::{AgentKind, ClaimRequest, ClaimedTask, Completion, Failure, Store};
+use crate::store::{ClaimRequest, ClaimedTask, Completion, Failure, Store};
 
 /// How a node's workers behave.
 #[derive(Clone, Debug)]
@@ -241,7 +240,7 @@ impl Runtime {
         self.inner.in_flight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    fn served_agents(&self) -> Vec<String> {
+    pub(super) fn served_agents(&self) -> Vec<String> {
         let mut agents: Vec<String> = self.inner.registry.agents().cloned().collect();
         if let Ok(http) = self.inner.http_agents.read() {
             agents.extend(
@@ -523,61 +522,5 @@ impl Runtime {
                 timed_out: false,
             }),
         })
-    }
-
-    async fn agent_refresher(self, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.config.agent_refresh) => self.refresh_agents().await,
-                _ = stop.cancelled() => return,
-            }
-        }
-    }
-
-    /// Reads agent records: HTTP agents get the executor; concurrency limits apply.
-    async fn refresh_agents(&self) {
-        let agents = match self.inner.store.list_agents().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read agent records");
-                return;
-            }
-        };
-        let mut http: HashMap<String, Arc<dyn Handler>> = HashMap::new();
-        let mut limits = HashMap::new();
-        for agent in agents {
-            if let Some(n) = agent.concurrency {
-                limits.insert(agent.id.clone(), n as usize);
-            }
-            if let (AgentKind::Http, Some(endpoint)) = (&agent.kind, &agent.endpoint) {
-                http.insert(
-                    agent.id.clone(),
-                    Arc::new(HttpExecutor::new(
-                        self.inner.http_client.clone(),
-                        endpoint.clone(),
-                    )),
-                );
-            }
-        }
-        if let Ok(mut h) = self.inner.http_agents.write() {
-            *h = http;
-        }
-        let mut limits_changed = false;
-        if let Ok(mut l) = self.inner.agent_limits.write() {
-            limits_changed = *l != limits;
-            *l = limits;
-        }
-        let now_served: std::collections::HashSet<String> =
-            self.served_agents().into_iter().collect();
-        let mut newly_served = false;
-        if let Ok(mut served) = self.inner.signals.served.write() {
-            newly_served = !now_served.is_subset(&served);
-            *served = now_served;
-        }
-        // Wake-ups for an agent this node did not serve yet were ignored, so
-        // its ready tasks would wait for the idle recheck: claim now.
-        if newly_served || limits_changed {
-            self.inner.signals.work.notify_one();
-        }
     }
 }
