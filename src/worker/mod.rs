@@ -8,6 +8,7 @@
 //! have returned is refused by the lease-token fence.
 
 mod agent_refresher;
+mod attempt;
 pub mod demo;
 mod finisher;
 pub mod http;

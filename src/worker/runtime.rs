@@ -17,23 +17,21 @@
 //! heartbeater. A lease never outlives its heartbeats by more than one lease.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use serde::Serialize;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::finisher::{Finish, FinishJob};
-use super::{Handler, HandlerError, Registry, TaskContext};
+use super::attempt::InFlight;
+use super::finisher::FinishJob;
+use super::{Handler, Registry};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
-use crate::store::{ClaimRequest, ClaimedTask, Completion, Failure, Store};
+use crate::store::{ClaimRequest, Store};
 
 /// How a node's workers behave.
 #[derive(Clone, Debug)]
@@ -106,56 +104,6 @@ pub(super) struct Counters {
     pub(super) redis_errors: AtomicU64,
     pub(super) last_claim_ok_at: AtomicI64,
 }
-
-pub(super) struct InFlight {
-    pub(super) token: String,
-    pub(super) agent: String,
-    pub(super) cancel: CancellationToken,
-    /// Local deadline of the lease as last renewed (measured from before the
-    /// renewing call was sent, so it errs early).
-    pub(super) lease_valid_until: Instant,
-}
-
-/// Frees an attempt's slot however the attempt's task ends (a panic
-/// included): a stale in-flight entry would be heartbeated forever and keep
-/// its task PROCESSING with a live lease.
-struct SlotGuard {
-    runtime: Runtime,
-    task_id: String,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let inner = &self.runtime.inner;
-        if let Ok(mut m) = inner.in_flight.lock() {
-            m.remove(&self.task_id);
-        }
-        drop(self.permit.take());
-        inner.slot_freed.notify_one();
-    }
-}
-
-/// Runs a handler, turning a panic into a failed (retryable) attempt, so a
-/// handler that crashes every time ends FAILED after its attempts. The panic
-/// text is logged, not stored: it may show internals.
-async fn run_caught(handler: Arc<dyn Handler>, ctx: TaskContext) -> HandlerResult {
-    let run = async move {
-        let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(ctx)))?;
-        AssertUnwindSafe(future).catch_unwind().await
-    };
-    run.await.unwrap_or_else(|panic| {
-        let text = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %text, "handler panicked");
-        Err(HandlerError::retryable("handler panicked"))
-    })
-}
-
-type HandlerResult = std::result::Result<super::Output, HandlerError>;
 
 /// A node's worker runtime; cheap to clone.
 #[derive(Clone)]
@@ -253,7 +201,7 @@ impl Runtime {
         agents
     }
 
-    fn handler_for(&self, agent: &str) -> Option<Arc<dyn Handler>> {
+    pub(super) fn handler_for(&self, agent: &str) -> Option<Arc<dyn Handler>> {
         self.inner
             .registry
             .get(agent)
@@ -425,102 +373,5 @@ impl Runtime {
             .take(MAX_AGENTS_PER_CLAIM)
             .collect();
         (agents, capped)
-    }
-
-    fn start_attempt(
-        &self,
-        task: ClaimedTask,
-        permit: OwnedSemaphorePermit,
-        finish_tx: mpsc::Sender<FinishJob>,
-        claim_sent_at: Instant,
-    ) {
-        let cancel = CancellationToken::new();
-        // Measured from before the claim was sent: the local view of the lease
-        // ends no later than Redis' own.
-        let lease_valid_until = claim_sent_at + self.inner.config.lease;
-        if let Ok(mut m) = self.inner.in_flight.lock() {
-            m.insert(
-                task.id.clone(),
-                InFlight {
-                    token: task.token.clone(),
-                    agent: task.agent_id.clone(),
-                    cancel: cancel.clone(),
-                    lease_valid_until,
-                },
-            );
-        }
-        let rt = self.clone();
-        tokio::spawn(async move {
-            let id = task.id.clone();
-            let _slot = SlotGuard {
-                runtime: rt.clone(),
-                task_id: id.clone(),
-                permit: Some(permit),
-            };
-            let span = tracing::info_span!("attempt", task_id = %id, agent_id = %task.agent_id, attempt = task.retry_count + 1);
-            let finish = rt.attempt(task, cancel).instrument(span).await;
-            if let Some(finish) = finish {
-                let (done, acked) = oneshot::channel();
-                if finish_tx.send(FinishJob { finish, done }).await.is_ok() {
-                    let _ = acked.await;
-                }
-            }
-        });
-    }
-
-    /// Runs one attempt; returns what to record (None: write nothing).
-    async fn attempt(&self, task: ClaimedTask, cancel: CancellationToken) -> Option<Finish> {
-        let Some(handler) = self.handler_for(&task.agent_id) else {
-            return Some(Finish::Requeue {
-                id: task.id,
-                token: task.token,
-            });
-        };
-        let ctx = TaskContext {
-            task: task.clone(),
-            cancel: cancel.clone(),
-        };
-        let timeout = Duration::from_millis(task.timeout_ms.max(1));
-        let hand_back = self.inner.hand_back.clone();
-        let result = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                tracing::info!("attempt stopped: lease lost or task cancelled");
-                return None;
-            }
-            _ = hand_back.cancelled() => {
-                cancel.cancel();
-                return Some(Finish::Requeue { id: task.id, token: task.token });
-            }
-            _ = tokio::time::sleep(timeout) => {
-                cancel.cancel();
-                return Some(Finish::Fail(Failure {
-                    id: task.id,
-                    token: task.token,
-                    error_message: format!("attempt exceeded timeoutMs ({} ms)", task.timeout_ms),
-                    retryable: true,
-                    timed_out: true,
-                }));
-            }
-            r = run_caught(handler, ctx) => r,
-        };
-        cancel.cancel();
-        Some(match result {
-            Ok(out) => Finish::Complete(Completion {
-                id: task.id,
-                token: task.token,
-                output_data: out.output_data,
-                actual_cost: out.actual_cost,
-                quality_score: out.quality_score,
-                metrics: out.metrics,
-            }),
-            Err(e) => Finish::Fail(Failure {
-                id: task.id,
-                token: task.token,
-                error_message: e.message,
-                retryable: e.retryable,
-                timed_out: false,
-            }),
-        })
     }
 }
