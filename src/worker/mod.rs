@@ -10,6 +10,7 @@
 mod agent_refresher;
 mod attempt;
 pub mod demo;
+mod dispatcher;
 mod finisher;
 pub mod http;
 mod lease_keeper;
