@@ -7,8 +7,13 @@
 //! token is stopped at its next `.await` all the same, and whatever it would
 //! have returned is refused by the lease-token fence.
 
+mod agent_refresher;
+mod attempt;
 pub mod demo;
+mod dispatcher;
+mod finisher;
 pub mod http;
+mod lease_keeper;
 mod runtime;
 
 use std::collections::HashMap;

@@ -17,23 +17,21 @@
 //! heartbeater. A lease never outlives its heartbeats by more than one lease.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::FutureExt;
 use serde::Serialize;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::http::HttpExecutor;
-use super::{Handler, HandlerError, Registry, TaskContext};
+use super::attempt::InFlight;
+use super::finisher::FinishJob;
+use super::{Handler, Registry};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
-use crate::store::{AgentKind, ClaimRequest, ClaimedTask, Completion, Failure, LeaseState, Store};
+use crate::store::Store;
 
 /// How a node's workers behave.
 #[derive(Clone, Debug)]
@@ -97,110 +95,39 @@ pub struct WorkerStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    claimed: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    refused: AtomicU64,
-    requeued: AtomicU64,
-    redis_errors: AtomicU64,
-    last_claim_ok_at: AtomicI64,
+pub(super) struct Counters {
+    pub(super) claimed: AtomicU64,
+    pub(super) completed: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) requeued: AtomicU64,
+    pub(super) redis_errors: AtomicU64,
+    pub(super) last_claim_ok_at: AtomicI64,
 }
-
-struct InFlight {
-    token: String,
-    agent: String,
-    cancel: CancellationToken,
-    /// Local deadline of the lease as last renewed (measured from before the
-    /// renewing call was sent, so it errs early).
-    lease_valid_until: Instant,
-}
-
-enum Finish {
-    Complete(Completion),
-    Fail(Failure),
-    Requeue { id: String, token: String },
-}
-
-struct FinishJob {
-    finish: Finish,
-    done: oneshot::Sender<()>,
-}
-
-/// Frees an attempt's slot however the attempt's task ends (a panic
-/// included): a stale in-flight entry would be heartbeated forever and keep
-/// its task PROCESSING with a live lease.
-struct SlotGuard {
-    runtime: Runtime,
-    task_id: String,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let inner = &self.runtime.inner;
-        if let Ok(mut m) = inner.in_flight.lock() {
-            m.remove(&self.task_id);
-        }
-        drop(self.permit.take());
-        inner.slot_freed.notify_one();
-    }
-}
-
-/// Runs a handler, turning a panic into a failed (retryable) attempt, so a
-/// handler that crashes every time ends FAILED after its attempts. The panic
-/// text is logged, not stored: it may show internals.
-async fn run_caught(handler: Arc<dyn Handler>, ctx: TaskContext) -> HandlerResult {
-    let run = async move {
-        let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(ctx)))?;
-        AssertUnwindSafe(future).catch_unwind().await
-    };
-    run.await.unwrap_or_else(|panic| {
-        let text = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %text, "handler panicked");
-        Err(HandlerError::retryable("handler panicked"))
-    })
-}
-
-type HandlerResult = std::result::Result<super::Output, HandlerError>;
 
 /// A node's worker runtime; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
-    registry: Registry,
-    config: WorkerConfig,
-    signals: Signals,
-    slots: Arc<Semaphore>,
-    slot_freed: Notify,
-    in_flight: Mutex<HashMap<String, InFlight>>,
-    http_agents: RwLock<HashMap<String, Arc<dyn Handler>>>,
-    agent_limits: RwLock<HashMap<String, usize>>,
-    hand_back: CancellationToken,
-    running: AtomicBool,
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) registry: Registry,
+    pub(super) config: WorkerConfig,
+    pub(super) signals: Signals,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) slot_freed: Notify,
+    pub(super) in_flight: Mutex<HashMap<String, InFlight>>,
+    pub(super) http_agents: RwLock<HashMap<String, Arc<dyn Handler>>>,
+    pub(super) agent_limits: RwLock<HashMap<String, usize>>,
+    pub(super) hand_back: CancellationToken,
+    pub(super) running: AtomicBool,
     /// One client (and its keep-alive connections) for every HTTP agent.
-    http_client: reqwest::Client,
+    pub(super) http_client: reqwest::Client,
     /// Where the next claim's window of at most 100 agents starts.
-    agent_window: std::sync::atomic::AtomicUsize,
-    counters: Counters,
-}
-
-/// Most agents one claim call names (the claim script's bound).
-const MAX_AGENTS_PER_CLAIM: usize = 100;
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    pub(super) agent_window: std::sync::atomic::AtomicUsize,
+    pub(super) counters: Counters,
 }
 
 impl Runtime {
@@ -251,7 +178,7 @@ impl Runtime {
         self.inner.in_flight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    fn served_agents(&self) -> Vec<String> {
+    pub(super) fn served_agents(&self) -> Vec<String> {
         let mut agents: Vec<String> = self.inner.registry.agents().cloned().collect();
         if let Ok(http) = self.inner.http_agents.read() {
             agents.extend(
@@ -264,7 +191,7 @@ impl Runtime {
         agents
     }
 
-    fn handler_for(&self, agent: &str) -> Option<Arc<dyn Handler>> {
+    pub(super) fn handler_for(&self, agent: &str) -> Option<Arc<dyn Handler>> {
         self.inner
             .registry
             .get(agent)
@@ -314,506 +241,5 @@ impl Runtime {
         background.cancel();
         let _ = tokio::join!(heartbeater, stopper, refresher);
         Ok(())
-    }
-
-    async fn dispatch(&self, mut shutdown: Shutdown, finish_tx: mpsc::Sender<FinishJob>) {
-        let inner = &self.inner;
-        let mut error_backoff = Duration::from_millis(50);
-        while !shutdown.is_triggered() {
-            let free = inner.slots.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    _ = inner.slot_freed.notified() => {}
-                    _ = shutdown.wait() => {}
-                }
-                continue;
-            }
-            let (agents, capped) = self.quotas(free);
-            if agents.is_empty() {
-                self.wait_for_work(&mut shutdown, capped).await;
-                continue;
-            }
-            let want = agents.iter().map(|(_, q)| *q).sum::<usize>().min(free);
-            let request = ClaimRequest {
-                worker_id: inner.config.node_id.clone(),
-                lease: inner.config.lease,
-                max_tasks: want,
-                agents,
-            };
-            let claim_sent_at = Instant::now();
-            match inner.store.claim(&request).await {
-                Ok(tasks) => {
-                    error_backoff = Duration::from_millis(50);
-                    inner
-                        .counters
-                        .last_claim_ok_at
-                        .store(unix_ms(), Ordering::Relaxed);
-                    inner
-                        .counters
-                        .claimed
-                        .fetch_add(tasks.len() as u64, Ordering::Relaxed);
-                    let short = tasks.len() < want;
-                    for task in tasks {
-                        match inner.slots.clone().try_acquire_owned() {
-                            Ok(permit) => {
-                                self.start_attempt(task, permit, finish_tx.clone(), claim_sent_at)
-                            }
-                            // Cannot happen (claims never exceed free slots); hand it back.
-                            Err(_) => {
-                                let _ = inner.store.requeue(&[(task.id, task.token)]).await;
-                            }
-                        }
-                    }
-                    if short {
-                        self.wait_for_work(&mut shutdown, capped).await;
-                    }
-                }
-                Err(e) => {
-                    inner.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "claim failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(error_backoff) => {}
-                        _ = shutdown.wait() => {}
-                    }
-                    error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    /// Waits for a wake-up signal, the safety recheck or shutdown; also for a
-    /// freed slot when an agent's own limit held claims back (its finishing
-    /// attempt is then the only event that makes its ready tasks claimable).
-    async fn wait_for_work(&self, shutdown: &mut Shutdown, wake_on_freed_slot: bool) {
-        let inner = &self.inner;
-        tokio::select! {
-            _ = inner.signals.work.notified() => {}
-            _ = inner.slot_freed.notified(), if wake_on_freed_slot => {}
-            _ = tokio::time::sleep(inner.config.idle_recheck) => {}
-            _ = shutdown.wait() => {}
-        }
-    }
-
-    /// Agents to claim from, with how many each may take now; and whether
-    /// some agent's concurrency limit (not the free slots) capped its share.
-    fn quotas(&self, free: usize) -> (Vec<(String, usize)>, bool) {
-        let mut per_agent: HashMap<String, usize> = HashMap::new();
-        if let Ok(m) = self.inner.in_flight.lock() {
-            for f in m.values() {
-                *per_agent.entry(f.agent.clone()).or_default() += 1;
-            }
-        }
-        let limits = self
-            .inner
-            .agent_limits
-            .read()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        let mut capped = false;
-        // One claim names at most 100 agents; with more, the window rotates
-        // from claim to claim so that every agent is served.
-        let mut served = self.served_agents();
-        if served.len() > MAX_AGENTS_PER_CLAIM {
-            let start = self
-                .inner
-                .agent_window
-                .fetch_add(MAX_AGENTS_PER_CLAIM, Ordering::Relaxed);
-            let n = served.len();
-            served.rotate_left(start % n);
-        }
-        let agents = served
-            .into_iter()
-            .filter_map(|agent| {
-                let limit = limits
-                    .get(&agent)
-                    .copied()
-                    .unwrap_or(self.inner.config.concurrency);
-                let room = limit.saturating_sub(per_agent.get(&agent).copied().unwrap_or(0));
-                capped |= room < free;
-                let quota = room.min(free);
-                (quota > 0).then_some((agent, quota))
-            })
-            .take(MAX_AGENTS_PER_CLAIM)
-            .collect();
-        (agents, capped)
-    }
-
-    fn start_attempt(
-        &self,
-        task: ClaimedTask,
-        permit: OwnedSemaphorePermit,
-        finish_tx: mpsc::Sender<FinishJob>,
-        claim_sent_at: Instant,
-    ) {
-        let cancel = CancellationToken::new();
-        // Measured from before the claim was sent: the local view of the lease
-        // ends no later than Redis' own.
-        let lease_valid_until = claim_sent_at + self.inner.config.lease;
-        if let Ok(mut m) = self.inner.in_flight.lock() {
-            m.insert(
-                task.id.clone(),
-                InFlight {
-                    token: task.token.clone(),
-                    agent: task.agent_id.clone(),
-                    cancel: cancel.clone(),
-                    lease_valid_until,
-                },
-            );
-        }
-        let rt = self.clone();
-        tokio::spawn(async move {
-            let id = task.id.clone();
-            let _slot = SlotGuard {
-                runtime: rt.clone(),
-                task_id: id.clone(),
-                permit: Some(permit),
-            };
-            let span = tracing::info_span!("attempt", task_id = %id, agent_id = %task.agent_id, attempt = task.retry_count + 1);
-            let finish = rt.attempt(task, cancel).instrument(span).await;
-            if let Some(finish) = finish {
-                let (done, acked) = oneshot::channel();
-                if finish_tx.send(FinishJob { finish, done }).await.is_ok() {
-                    let _ = acked.await;
-                }
-            }
-        });
-    }
-
-    /// Runs one attempt; returns what to record (None: write nothing).
-    async fn attempt(&self, task: ClaimedTask, cancel: CancellationToken) -> Option<Finish> {
-        let Some(handler) = self.handler_for(&task.agent_id) else {
-            return Some(Finish::Requeue {
-                id: task.id,
-                token: task.token,
-            });
-        };
-        let ctx = TaskContext {
-            task: task.clone(),
-            cancel: cancel.clone(),
-        };
-        let timeout = Duration::from_millis(task.timeout_ms.max(1));
-        let hand_back = self.inner.hand_back.clone();
-        let result = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                tracing::info!("attempt stopped: lease lost or task cancelled");
-                return None;
-            }
-            _ = hand_back.cancelled() => {
-                cancel.cancel();
-                return Some(Finish::Requeue { id: task.id, token: task.token });
-            }
-            _ = tokio::time::sleep(timeout) => {
-                cancel.cancel();
-                return Some(Finish::Fail(Failure {
-                    id: task.id,
-                    token: task.token,
-                    error_message: format!("attempt exceeded timeoutMs ({} ms)", task.timeout_ms),
-                    retryable: true,
-                    timed_out: true,
-                }));
-            }
-            r = run_caught(handler, ctx) => r,
-        };
-        cancel.cancel();
-        Some(match result {
-            Ok(out) => Finish::Complete(Completion {
-                id: task.id,
-                token: task.token,
-                output_data: out.output_data,
-                actual_cost: out.actual_cost,
-                quality_score: out.quality_score,
-                metrics: out.metrics,
-            }),
-            Err(e) => Finish::Fail(Failure {
-                id: task.id,
-                token: task.token,
-                error_message: e.message,
-                retryable: e.retryable,
-                timed_out: false,
-            }),
-        })
-    }
-
-    /// Group commit of results: whatever queued up while the previous batch
-    /// was being written goes out in one call per kind.
-    async fn finisher(self, mut rx: mpsc::Receiver<FinishJob>) {
-        while let Some(first) = rx.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < crate::store::MAX_CLAIM {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            let (mut completes, mut fails, mut requeues, mut acks) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for job in jobs {
-                match job.finish {
-                    Finish::Complete(c) => completes.push(c),
-                    Finish::Fail(f) => fails.push(f),
-                    Finish::Requeue { id, token } => requeues.push((id, token)),
-                }
-                acks.push(job.done);
-            }
-            self.write_results(&completes, &fails, &requeues).await;
-            for ack in acks {
-                let _ = ack.send(());
-            }
-        }
-    }
-
-    async fn write_results(
-        &self,
-        completes: &[Completion],
-        fails: &[Failure],
-        requeues: &[(String, String)],
-    ) {
-        let store = &self.inner.store;
-        let c = &self.inner.counters;
-        // Results are retried while Redis is away, up to one lease: after
-        // that the lease is gone anyway and the task will be re-delivered.
-        let give_up = Instant::now() + self.inner.config.lease;
-        let mut backoff = Duration::from_millis(50);
-        let mut pending = (
-            !completes.is_empty(),
-            !fails.is_empty(),
-            !requeues.is_empty(),
-        );
-        let mut fails: Vec<Failure> = fails.to_vec();
-        while pending.0 || pending.1 || pending.2 {
-            if pending.0 {
-                match store.complete(completes).await {
-                    Ok(results) => {
-                        pending.0 = false;
-                        for (r, done) in results.into_iter().zip(completes) {
-                            match r {
-                                Ok(()) => {
-                                    c.completed.fetch_add(1, Ordering::Relaxed);
-                                }
-                                // A result the queue cannot store (too large, not a
-                                // finite number) fails the task for good, with the reason.
-                                Err(crate::Error::Validation(why)) => {
-                                    tracing::warn!(task_id = %done.id, reason = %why, "result refused; failing the task");
-                                    fails.push(Failure {
-                                        id: done.id.clone(),
-                                        token: done.token.clone(),
-                                        error_message: format!("result refused: {why}"),
-                                        retryable: false,
-                                        timed_out: false,
-                                    });
-                                    pending.1 = true;
-                                }
-                                Err(e) => {
-                                    tracing::info!(error = %e, "completion refused");
-                                    c.refused.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => pending.0 = self.keep_trying(&e),
-                }
-            }
-            if pending.1 {
-                match store.fail(&fails).await {
-                    Ok(results) => {
-                        pending.1 = false;
-                        for r in results {
-                            match r {
-                                Ok(_) => c.failed.fetch_add(1, Ordering::Relaxed),
-                                Err(e) => {
-                                    tracing::info!(error = %e, "failure report refused");
-                                    c.refused.fetch_add(1, Ordering::Relaxed)
-                                }
-                            };
-                        }
-                    }
-                    Err(e) => pending.1 = self.keep_trying(&e),
-                }
-            }
-            if pending.2 {
-                match store.requeue(requeues).await {
-                    Ok(results) => {
-                        pending.2 = false;
-                        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-                        c.requeued.fetch_add(ok, Ordering::Relaxed);
-                    }
-                    Err(e) => pending.2 = self.keep_trying(&e),
-                }
-            }
-            if (pending.0 || pending.1 || pending.2) && Instant::now() < give_up {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            } else if pending.0 || pending.1 || pending.2 {
-                tracing::error!(
-                    "results could not be written within one lease; the tasks will be re-delivered"
-                );
-                return;
-            }
-        }
-    }
-
-    /// Whether a failed write is worth retrying (Redis away), logged once here.
-    fn keep_trying(&self, e: &crate::Error) -> bool {
-        if e.is_transient() {
-            self.note_redis_error(e);
-            true
-        } else {
-            tracing::error!(error = %e, "writing results failed and cannot succeed; leases will expire");
-            false
-        }
-    }
-
-    fn note_redis_error(&self, e: &crate::Error) {
-        self.inner
-            .counters
-            .redis_errors
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(error = %e, "writing results failed; retrying");
-    }
-
-    /// Renews every lease this node holds, once per third of a lease.
-    async fn heartbeater(self, stop: CancellationToken) {
-        let lease = self.inner.config.lease;
-        let every = (lease / 3).max(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.cancelled() => return,
-            }
-            let leases: Vec<(String, String)> = match self.inner.in_flight.lock() {
-                Ok(m) => m
-                    .iter()
-                    .map(|(id, f)| (id.clone(), f.token.clone()))
-                    .collect(),
-                Err(_) => continue,
-            };
-            if leases.is_empty() {
-                continue;
-            }
-            let sent_at = Instant::now();
-            // Bounded: a call that hangs (Redis unreachable, commands queued
-            // until the client's 10 s timeout) must not hold back the local
-            // expiry check below, or an attempt would outlive its lease.
-            let renewal =
-                tokio::time::timeout(every, self.inner.store.heartbeat(&leases, lease)).await;
-            match renewal {
-                Ok(Ok(states)) => {
-                    if let Ok(mut m) = self.inner.in_flight.lock() {
-                        for ((id, token), state) in leases.iter().zip(states) {
-                            let Some(f) = m.get_mut(id).filter(|f| &f.token == token) else {
-                                continue;
-                            };
-                            if state == LeaseState::Held {
-                                f.lease_valid_until = sent_at + lease;
-                            } else {
-                                tracing::info!(task_id = %id, ?state, "lease not renewed; stopping attempt");
-                                f.cancel.cancel();
-                            }
-                        }
-                    }
-                }
-                Ok(Err(e)) => {
-                    self.inner
-                        .counters
-                        .redis_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-                Err(_) => {
-                    self.inner
-                        .counters
-                        .redis_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(timeout = ?every, "heartbeat got no answer in time");
-                }
-            }
-            // A lease that could not be renewed in time is presumed lost.
-            let now = Instant::now();
-            if let Ok(m) = self.inner.in_flight.lock() {
-                for (id, f) in m.iter().filter(|(_, f)| f.lease_valid_until <= now) {
-                    tracing::warn!(task_id = %id, "lease expired without renewal; stopping attempt");
-                    f.cancel.cancel();
-                }
-            }
-        }
-    }
-
-    /// Stops attempts named by stop signals (cancel or reap on any node).
-    async fn stop_listener(self, stop: CancellationToken) {
-        let mut rx = self.inner.signals.stop.subscribe();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                msg = rx.recv() => match msg {
-                    Ok((id, token)) => {
-                        if let Ok(m) = self.inner.in_flight.lock()
-                            && let Some(f) = m.get(&id).filter(|f| f.token == token)
-                        {
-                            f.cancel.cancel();
-                        }
-                    }
-                    // Missed signals: the next heartbeat reports those leases.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }
-    }
-
-    async fn agent_refresher(self, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.config.agent_refresh) => self.refresh_agents().await,
-                _ = stop.cancelled() => return,
-            }
-        }
-    }
-
-    /// Reads agent records: HTTP agents get the executor; concurrency limits apply.
-    async fn refresh_agents(&self) {
-        let agents = match self.inner.store.list_agents().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read agent records");
-                return;
-            }
-        };
-        let mut http: HashMap<String, Arc<dyn Handler>> = HashMap::new();
-        let mut limits = HashMap::new();
-        for agent in agents {
-            if let Some(n) = agent.concurrency {
-                limits.insert(agent.id.clone(), n as usize);
-            }
-            if let (AgentKind::Http, Some(endpoint)) = (&agent.kind, &agent.endpoint) {
-                http.insert(
-                    agent.id.clone(),
-                    Arc::new(HttpExecutor::new(
-                        self.inner.http_client.clone(),
-                        endpoint.clone(),
-                    )),
-                );
-            }
-        }
-        if let Ok(mut h) = self.inner.http_agents.write() {
-            *h = http;
-        }
-        let mut limits_changed = false;
-        if let Ok(mut l) = self.inner.agent_limits.write() {
-            limits_changed = *l != limits;
-            *l = limits;
-        }
-        let now_served: std::collections::HashSet<String> =
-            self.served_agents().into_iter().collect();
-        let mut newly_served = false;
-        if let Ok(mut served) = self.inner.signals.served.write() {
-            newly_served = !now_served.is_subset(&served);
-            *served = now_served;
-        }
-        // Wake-ups for an agent this node did not serve yet were ignored, so
-        // its ready tasks would wait for the idle recheck: claim now.
-        if newly_served || limits_changed {
-            self.inner.signals.work.notify_one();
-        }
     }
 }
