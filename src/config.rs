@@ -306,6 +306,7 @@ impl ServeArgs {
                 max_output_bytes: self.max_data_bytes,
                 ..Limits::default()
             },
+            ..StoreConfig::default()
         }
     }
 

@@ -19,6 +19,9 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::store::{AttemptEnd, AttemptOutcome, ClaimedTask, Completion, Expiry};
+use crate::task::Task;
+
 /// Metric names (one place, so docs, rules and tests agree).
 pub mod names {
     /// Counter: tasks created (idempotent repeats not counted).
@@ -251,8 +254,8 @@ fn describe() {
         "1 when this node read the shared queue gauges from Redis at the last scrape, else 0 (they are then stale)"
     );
     // Error counters start at zero, so rate() and absent() work from the start.
-    for name in crate::store::scripts::Name::ALL {
-        counter!(SCRIPT_ERRORS, "script" => name.file_stem()).absolute(0);
+    for name in crate::store::script_names() {
+        counter!(SCRIPT_ERRORS, "script" => name).absolute(0);
     }
     // Series of layers that count later (GraphQL, WebSocket) exist from the start.
     counter!(GRAPHQL_OPERATIONS, "type" => "query", "outcome" => "ok").absolute(0);
@@ -265,109 +268,91 @@ fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// A created task.
-pub(crate) fn task_created(agent: &str, task_type: &str, priority: &str) {
-    counter!(TASKS_CREATED, "agent" => agent.to_string(), "task_type" => task_type.to_string(),
-        "priority" => priority.to_string())
+/// A created task (idempotent repeats are not counted).
+pub(crate) fn task_created(task: &Task) {
+    counter!(TASKS_CREATED, "agent" => task.agent_id.clone(), "task_type" => task.task_type.clone(),
+        "priority" => task.priority.as_str())
     .increment(1);
 }
 
-/// A started attempt; `wait_ms` for first attempts.
-pub(crate) fn task_started(agent: &str, task_type: &str, priority: &str, wait_ms: Option<i64>) {
-    counter!(TASKS_STARTED, "agent" => agent.to_string(), "task_type" => task_type.to_string(),
-        "priority" => priority.to_string())
+/// A started attempt; first attempts also record their wait in the queue.
+pub(crate) fn task_started(task: &ClaimedTask) {
+    let priority = task.priority.as_str();
+    counter!(TASKS_STARTED, "agent" => task.agent_id.clone(), "task_type" => task.task_type.clone(),
+        "priority" => priority)
     .increment(1);
-    if let Some(ms) = wait_ms {
-        histogram!(QUEUE_WAIT, "agent" => agent.to_string(), "priority" => priority.to_string())
+    if let Some(ms) = task.queue_wait_ms {
+        histogram!(QUEUE_WAIT, "agent" => task.agent_id.clone(), "priority" => priority)
             .record(secs(ms.max(0) as u64));
     }
 }
 
-/// Splits a script's metrics tag `<outcome>|<agent>|<taskType>|<ms>[|<cause>]`.
-pub(crate) fn split_tag(tag: &str) -> Option<(&str, &str, &str, u64, Option<&str>)> {
-    let mut it = tag.split('|');
-    let outcome = it.next()?;
-    let agent = it.next()?;
-    let task_type = it.next()?;
-    let ms = it.next()?.parse().ok()?;
-    Some((outcome, agent, task_type, ms, it.next()))
-}
-
-/// An attempt that ended without success, from its script tag (fail, reap,
-/// timeout-stale). Reaped attempts carry a cause.
-pub(crate) fn attempt_failed(tag: &str) {
-    let Some((outcome, agent, task_type, ms, cause)) = split_tag(tag) else {
-        return;
-    };
-    let (a, t) = (agent.to_string(), task_type.to_string());
-    let final_outcome = match outcome {
-        "retry" => {
+/// An attempt that ended without success (fail, reap, timeout-stale); the
+/// reaper's carry their expiry cause.
+pub(crate) fn attempt_ended(end: &AttemptEnd) {
+    let (a, t) = (end.agent_id.clone(), end.task_type.clone());
+    let final_outcome = match end.outcome {
+        AttemptOutcome::Retrying => {
             counter!(TASKS_RETRIED, "agent" => a.clone(), "task_type" => t.clone(), "kind" => "auto")
                 .increment(1);
-            if cause == Some("deadline") {
+            if end.expiry == Some(Expiry::Deadline) {
                 "timeout"
             } else {
                 "failed"
             }
         }
-        "timeout" => {
+        AttemptOutcome::TimedOut => {
             counter!(TASKS_TIMED_OUT, "agent" => a.clone(), "task_type" => t.clone()).increment(1);
             "timeout"
         }
-        _ => {
+        AttemptOutcome::Failed => {
             counter!(TASKS_FAILED, "agent" => a.clone(), "task_type" => t.clone()).increment(1);
             "failed"
         }
+        AttemptOutcome::Completed => "completed",
     };
     histogram!(ATTEMPT_DURATION, "agent" => a.clone(), "task_type" => t, "outcome" => final_outcome)
-        .record(secs(ms));
-    if let Some(cause) = cause {
-        counter!(LEASE_EXPIRIES, "agent" => a, "cause" => cause.to_string()).increment(1);
+        .record(secs(end.duration_ms));
+    if let Some(expiry) = end.expiry {
+        counter!(LEASE_EXPIRIES, "agent" => a, "cause" => expiry.as_str()).increment(1);
     }
 }
 
-/// A completed attempt, from its script tag, with what it reported.
-pub(crate) fn attempt_completed(
-    tag: &str,
-    cost: Option<f64>,
-    tokens_in: Option<u64>,
-    tokens_out: Option<u64>,
-) {
-    let Some((_, agent, task_type, ms, _)) = split_tag(tag) else {
-        return;
-    };
-    let a = agent.to_string();
-    counter!(TASKS_COMPLETED, "agent" => a.clone(), "task_type" => task_type.to_string())
+/// A completed attempt, with what its handler reported.
+pub(crate) fn attempt_completed(end: &AttemptEnd, completion: &Completion) {
+    let a = end.agent_id.clone();
+    counter!(TASKS_COMPLETED, "agent" => a.clone(), "task_type" => end.task_type.clone())
         .increment(1);
-    histogram!(ATTEMPT_DURATION, "agent" => a.clone(), "task_type" => task_type.to_string(),
+    histogram!(ATTEMPT_DURATION, "agent" => a.clone(), "task_type" => end.task_type.clone(),
         "outcome" => "completed")
-    .record(secs(ms));
-    if let Some(c) = cost.filter(|c| c.is_finite()) {
+    .record(secs(end.duration_ms));
+    if let Some(c) = completion.actual_cost.filter(|c| c.is_finite()) {
         histogram!(TASK_COST, "agent" => a.clone()).record(c);
     }
-    if let Some(n) = tokens_in {
+    let reported = completion.metrics.as_ref();
+    if let Some(n) = reported.and_then(|m| m.tokens_in) {
         counter!(TOKENS, "agent" => a.clone(), "direction" => "in").increment(n);
     }
-    if let Some(n) = tokens_out {
+    if let Some(n) = reported.and_then(|m| m.tokens_out) {
         counter!(TOKENS, "agent" => a, "direction" => "out").increment(n);
     }
 }
 
 /// A cancelled task.
-pub(crate) fn task_cancelled(agent: &str, task_type: &str) {
-    counter!(TASKS_CANCELLED, "agent" => agent.to_string(), "task_type" => task_type.to_string())
+pub(crate) fn task_cancelled(task: &Task) {
+    counter!(TASKS_CANCELLED, "agent" => task.agent_id.clone(), "task_type" => task.task_type.clone())
         .increment(1);
 }
 
 /// A manual retry.
-pub(crate) fn task_retried_manually(agent: &str, task_type: &str) {
-    counter!(TASKS_RETRIED, "agent" => agent.to_string(), "task_type" => task_type.to_string(),
+pub(crate) fn task_retried_manually(task: &Task) {
+    counter!(TASKS_RETRIED, "agent" => task.agent_id.clone(), "task_type" => task.task_type.clone(),
         "kind" => "manual")
     .increment(1);
 }
 
-/// One script call.
-pub(crate) fn script_call(script: &'static str, took: Duration, redis_error: bool) {
+/// One script call (the store's observer: see [`crate::store::StoreConfig`]).
+pub fn script_call(script: &'static str, took: Duration, redis_error: bool) {
     counter!(SCRIPT_CALLS, "script" => script).increment(1);
     if redis_error {
         counter!(SCRIPT_ERRORS, "script" => script).increment(1);

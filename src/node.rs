@@ -68,10 +68,14 @@ pub async fn run(
     on_start: impl FnOnce(Node),
 ) -> Result<()> {
     let auth = Auth::new(config.auth.clone())?;
+    let store_config = StoreConfig {
+        script_observer: Some(crate::metrics::script_call),
+        ..config.store.clone()
+    };
     let store = Store::connect(
         &config.redis_url,
         config.redis_pool,
-        config.store.clone(),
+        store_config,
         config.clock.clone(),
     )
     .await?;

@@ -94,6 +94,7 @@ async fn reaper(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown)
     while !shutdown.is_triggered() {
         let wait = match store.reap(config.batch).await {
             Ok(pass) => {
+                pass.ended.iter().for_each(crate::metrics::attempt_ended);
                 if pass.handled > 0 {
                     tracing::info!(
                         count = pass.handled,

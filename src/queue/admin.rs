@@ -98,13 +98,16 @@ impl Queue {
         let mut ended = 0;
         for _ in 0..MAX_REAP_PASSES {
             let pass = self.store().reap(REAP_PASS).await?;
+            pass.ended.iter().for_each(crate::metrics::attempt_ended);
             ended += pass.handled;
             if pass.handled < REAP_PASS as u64 {
                 break;
             }
         }
         if let Some(max_age) = max_age {
-            ended += self.store().timeout_stale(max_age).await?;
+            let stale = self.store().timeout_stale(max_age).await?;
+            stale.iter().for_each(crate::metrics::attempt_ended);
+            ended += stale.len() as u64;
         }
         Ok(ended)
     }

@@ -12,7 +12,11 @@ impl Queue {
     pub async fn create(&self, principal: &Principal, mut task: NewTask) -> Result<Created> {
         allow(principal, Action::CreateTasks, "")?;
         task.owner_id = Some(principal.owner_id().to_string());
-        self.store().create(task).await
+        let created = self.store().create(task).await?;
+        if created.created {
+            crate::metrics::task_created(&created.task);
+        }
+        Ok(created)
     }
 
     /// Creates 1 to 100 tasks owned by the caller, all or nothing.
@@ -30,7 +34,11 @@ impl Queue {
                 t
             })
             .collect();
-        self.store().create_batch(tasks).await
+        let created = self.store().create_batch(tasks).await?;
+        for c in created.iter().filter(|c| c.created) {
+            crate::metrics::task_created(&c.task);
+        }
+        Ok(created)
     }
 
     /// One task the caller may see; another's is "not found" like a missing
@@ -71,7 +79,9 @@ impl Queue {
         self.get(principal, id).await?;
         let reason = format!("cancelled by {}", principal.sub);
         self.store().cancel(id, Some(&reason)).await?;
-        self.get(principal, id).await
+        let task = self.get(principal, id).await?;
+        crate::metrics::task_cancelled(&task);
+        Ok(task)
     }
 
     /// Puts a FAILED, TIMEOUT or CANCELLED task back in its queue with
@@ -80,7 +90,9 @@ impl Queue {
         allow(principal, Action::ChangeTasks, id)?;
         self.get(principal, id).await?;
         self.store().retry(id).await?;
-        self.get(principal, id).await
+        let task = self.get(principal, id).await?;
+        crate::metrics::task_retried_manually(&task);
+        Ok(task)
     }
 }
 

@@ -97,6 +97,7 @@ impl Queue {
             // Subscribe before claiming, so a task created in between wakes us.
             let mut ready = self.inner.signals.ready.subscribe();
             let tasks = self.store().claim(&request).await?;
+            tasks.iter().for_each(crate::metrics::task_started);
             let now = Instant::now();
             if !tasks.is_empty() || now >= deadline || self.is_draining() {
                 return Ok(tasks);
@@ -128,9 +129,12 @@ impl Queue {
     ) -> Result<ClaimedTask> {
         self.check_runner(principal, id).await?;
         let worker_id = worker_id(principal, worker)?;
-        self.store()
+        let task = self
+            .store()
             .start(id, &worker_id, lease.unwrap_or(DEFAULT_LEASE))
-            .await
+            .await?;
+        crate::metrics::task_started(&task);
+        Ok(task)
     }
 
     /// Extends the lease of the attempt holding `token`; the lease granted.
@@ -161,9 +165,11 @@ impl Queue {
     /// harmless); the task as it is now.
     pub async fn complete(&self, principal: &Principal, completion: Completion) -> Result<Task> {
         self.check_runner(principal, &completion.id).await?;
-        let id = completion.id.clone();
-        first(self.store().complete(&[completion]).await?)?;
-        self.get(principal, &id).await
+        let completions = [completion];
+        if let Some(end) = first(self.store().complete(&completions).await?)? {
+            crate::metrics::attempt_completed(&end, &completions[0]);
+        }
+        self.get(principal, &completions[0].id).await
     }
 
     /// Records a failed attempt: retried after backoff while attempts remain
@@ -171,7 +177,8 @@ impl Queue {
     pub async fn fail(&self, principal: &Principal, failure: Failure) -> Result<Task> {
         self.check_runner(principal, &failure.id).await?;
         let id = failure.id.clone();
-        first(self.store().fail(&[failure]).await?)?;
+        let failed = first(self.store().fail(&[failure]).await?)?;
+        crate::metrics::attempt_ended(&failed.attempt);
         self.get(principal, &id).await
     }
 }

@@ -19,8 +19,7 @@ impl Store {
             .await?;
         let r = super::reply::Reply { script: "cancel" };
         let reply = r.string(value)?;
-        let (status, agent, task_type) = r.status_tag(&reply)?;
-        crate::metrics::task_cancelled(agent, task_type);
+        let (status, _, _) = r.status_tag(&reply)?;
         Ok(status)
     }
 }

@@ -47,6 +47,9 @@ pub struct ClaimedTask {
     pub lease_until: i64,
     /// Attempt deadline: startedAt + timeoutMs (ms, Redis clock).
     pub deadline_at: i64,
+    /// First attempts: how long it waited from creation to this start (ms);
+    /// later attempts waited on a backoff and carry None.
+    pub queue_wait_ms: Option<i64>,
 }
 
 impl Store {
@@ -81,8 +84,7 @@ impl Store {
     }
 }
 
-/// One leased task of a claim or start reply (12 fields, see `lua/lib/attempt.lua`);
-/// counts the start in the metrics.
+/// One leased task of a claim or start reply (12 fields, see `lua/lib/attempt.lua`).
 pub(super) fn leased(
     r: &super::reply::Reply,
     row: Vec<fred::types::Value>,
@@ -103,14 +105,8 @@ pub(super) fn leased(
     let lease_until = r.int(next()?)?;
     let deadline_at = r.int(next()?)?;
     let created_at = r.int(next()?)?;
-    crate::metrics::task_started(
-        &agent_id,
-        &task_type,
-        &priority,
-        // Created -> first start (startedAt = leaseUntil - lease);
-        // later attempts waited on a backoff.
-        (retry_count == 0).then(|| lease_until - lease_ms - created_at),
-    );
+    // Created -> first start (startedAt = leaseUntil - lease).
+    let queue_wait_ms = (retry_count == 0).then(|| lease_until - lease_ms - created_at);
     Ok(ClaimedTask {
         input_data: serde_json::from_str(&input)
             .map_err(|_| r.err(format!("inputData of {id} is not JSON")))?,
@@ -124,5 +120,6 @@ pub(super) fn leased(
         timeout_ms,
         lease_until,
         deadline_at,
+        queue_wait_ms,
     })
 }

@@ -1,5 +1,6 @@
 //! Wrapper of `lua/complete.lua`: record successful attempts (batched).
 
+use super::outcome::AttemptEnd;
 use super::{Name, Store};
 use crate::error::{Error, Result};
 use crate::task::{Limits, TaskMetrics};
@@ -75,11 +76,13 @@ fn encode(c: &Completion, limits: &Limits) -> Result<[String; 8]> {
 }
 
 impl Store {
-    /// Completes each attempt independently; one result per item, in order.
-    /// A stale token is refused (`LeaseMismatch`) and changes nothing.
-    pub async fn complete(&self, items: &[Completion]) -> Result<Vec<Result<()>>> {
+    /// Completes each attempt independently; one result per item, in order:
+    /// the ended attempt, or None for a repeat of an already stored
+    /// completion (same token). A stale token is refused (`LeaseMismatch`)
+    /// and changes nothing.
+    pub async fn complete(&self, items: &[Completion]) -> Result<Vec<Result<Option<AttemptEnd>>>> {
         let limits = &self.inner.config.limits;
-        let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
+        let mut results: Vec<Result<Option<AttemptEnd>>> = Vec::with_capacity(items.len());
         let mut sent: Vec<usize> = Vec::with_capacity(items.len());
         let mut encoded = Vec::with_capacity(items.len());
         for (i, c) in items.iter().enumerate() {
@@ -87,7 +90,7 @@ impl Store {
                 Ok(args) => {
                     sent.push(i);
                     encoded.push(args);
-                    results.push(Ok(()));
+                    results.push(Ok(None));
                 }
                 Err(e) => results.push(Err(e)),
             }
@@ -106,14 +109,7 @@ impl Store {
                 if code == "ok" {
                     // A repeat of an already stored completion: counted once.
                 } else if code.starts_with("ok|") {
-                    let c = &items[i];
-                    let m = c.metrics.as_ref();
-                    crate::metrics::attempt_completed(
-                        &code,
-                        c.actual_cost,
-                        m.and_then(|m| m.tokens_in),
-                        m.and_then(|m| m.tokens_out),
-                    );
+                    results[i] = Ok(Some(AttemptEnd::parse(&r, &code)?));
                 } else {
                     results[i] = Err(r.item_refusal(&code, &items[i].id)?);
                 }

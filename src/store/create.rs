@@ -162,8 +162,6 @@ impl Store {
             let id = r.string(row.next().ok_or_else(|| r.err("missing id"))?)?;
             let created = r.int(row.next().ok_or_else(|| r.err("missing flag"))?)? == 1;
             outcomes.push(if created {
-                let n = &item.new;
-                crate::metrics::task_created(&n.agent_id, &n.task_type, n.priority.as_str());
                 Outcome::New(Box::new(task_from_new(item, now)))
             } else {
                 Outcome::Existing(id)

@@ -1,5 +1,6 @@
 //! Wrapper of `lua/fail.lua`: record failed attempts (batched).
 
+use super::outcome::AttemptEnd;
 use super::{Name, Store, ms};
 use crate::error::Result;
 
@@ -18,6 +19,15 @@ pub struct Failure {
     pub timed_out: bool,
 }
 
+/// A recorded failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failed {
+    /// What became of the task.
+    pub outcome: FailOutcome,
+    /// The attempt that ended.
+    pub attempt: AttemptEnd,
+}
+
 /// What became of a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -31,7 +41,7 @@ pub enum FailOutcome {
 
 impl Store {
     /// Fails each attempt independently; one result per item, in order.
-    pub async fn fail(&self, items: &[Failure]) -> Result<Vec<Result<FailOutcome>>> {
+    pub async fn fail(&self, items: &[Failure]) -> Result<Vec<Result<Failed>>> {
         let cfg = &self.inner.config;
         let mut results = Vec::with_capacity(items.len());
         let r = super::reply::Reply { script: "fail" };
@@ -58,16 +68,19 @@ impl Store {
             }
             let codes = r.codes(self.call(Name::Fail, args).await?, chunk.len())?;
             for (code, f) in codes.into_iter().zip(chunk) {
-                let outcome = code.split('|').next().unwrap_or_default();
-                if outcome != code {
-                    crate::metrics::attempt_failed(&code);
-                }
-                results.push(match outcome {
-                    "retry" => Ok(FailOutcome::Retrying),
-                    "failed" => Ok(FailOutcome::Failed),
-                    "timeout" => Ok(FailOutcome::TimedOut),
-                    other => Err(r.item_refusal(other, &f.id)?),
-                });
+                let outcome = match code.split('|').next().unwrap_or_default() {
+                    "retry" => FailOutcome::Retrying,
+                    "failed" => FailOutcome::Failed,
+                    "timeout" => FailOutcome::TimedOut,
+                    other => {
+                        results.push(Err(r.item_refusal(other, &f.id)?));
+                        continue;
+                    }
+                };
+                results.push(Ok(Failed {
+                    outcome,
+                    attempt: AttemptEnd::parse(&r, &code)?,
+                }));
             }
         }
         Ok(results)

@@ -15,6 +15,7 @@ mod create;
 mod fail;
 mod heartbeat;
 pub mod keys;
+mod outcome;
 mod promote;
 mod query;
 mod reads;
@@ -40,8 +41,9 @@ pub use claim::{ClaimRequest, ClaimedTask, MAX_CLAIM};
 pub use cleanup::CLEANUP_BATCH;
 pub use complete::Completion;
 pub use create::{Created, MAX_BATCH};
-pub use fail::{FailOutcome, Failure};
+pub use fail::{FailOutcome, Failed, Failure};
 pub use heartbeat::LeaseState;
+pub use outcome::{AttemptEnd, AttemptOutcome, Expiry};
 pub use promote::Pass;
 pub use query::{
     AgentQueue, ListFilter, MAX_PAGE_OFFSET, MAX_PAGE_SIZE, QueueHealth, QueueStatus, TaskPage,
@@ -71,6 +73,18 @@ pub struct StoreConfig {
     pub idempotency_ttl: Duration,
     /// Limits on task fields.
     pub limits: Limits,
+    /// Told of every script call (script, round trip, whether Redis failed
+    /// it): the node points it at its metrics. None: nobody is told.
+    pub script_observer: Option<ScriptObserver>,
+}
+
+/// See [`StoreConfig::script_observer`].
+pub type ScriptObserver = fn(script: &'static str, took: Duration, redis_error: bool);
+
+/// The file stem of every script (`lua/<stem>.lua`), e.g. for metrics that
+/// must exist before the first call.
+pub fn script_names() -> impl Iterator<Item = &'static str> {
+    Name::ALL.into_iter().map(Name::file_stem)
 }
 
 impl Default for StoreConfig {
@@ -82,6 +96,7 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
+            script_observer: None,
         }
     }
 }
@@ -279,7 +294,13 @@ impl Store {
         let inner = &self.inner;
         inner
             .scripts
-            .call(&inner.pool, name, inner.keys.prefix(), args)
+            .call(
+                &inner.pool,
+                name,
+                inner.keys.prefix(),
+                args,
+                inner.config.script_observer,
+            )
             .await
     }
 

@@ -4,7 +4,7 @@ use super::{Name, Store};
 use crate::error::Result;
 
 /// What one maintenance pass did, and when the next one is due.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pass {
     /// Tasks handled.
     pub handled: u64,
@@ -13,6 +13,8 @@ pub struct Pass {
     /// The store clock's time of the pass (ms), so callers need no extra
     /// round trip to turn `next_due_ms` into a wait.
     pub now_ms: i64,
+    /// The attempts the pass ended (reaper passes; empty otherwise).
+    pub ended: Vec<super::outcome::AttemptEnd>,
 }
 
 pub(super) fn pass(r: &super::reply::Reply, value: fred::types::Value) -> Result<Pass> {
@@ -24,6 +26,7 @@ pub(super) fn pass(r: &super::reply::Reply, value: fred::types::Value) -> Result
         handled: handled.max(0) as u64,
         next_due_ms: (next >= 0).then_some(next),
         now_ms,
+        ended: Vec::new(),
     })
 }
 

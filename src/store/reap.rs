@@ -22,7 +22,10 @@ impl Store {
         let r = super::reply::Reply { script: "reap" };
         let mut items = r.array(value)?;
         let tags = (items.len() > 3).then(|| items.remove(3));
-        r.count_attempt_tags(tags)?;
-        pass(&r, fred::types::Value::Array(items))
+        let ended = r.attempt_ends(tags)?;
+        Ok(Pass {
+            ended,
+            ..pass(&r, fred::types::Value::Array(items))?
+        })
     }
 }

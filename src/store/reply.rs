@@ -50,12 +50,17 @@ impl Reply {
         }
     }
 
-    /// Counts the metrics tags of a maintenance reply (reap, timeout-stale).
-    pub(crate) fn count_attempt_tags(&self, tags: Option<Value>) -> Result<()> {
-        for tag in tags.map(|v| self.array(v)).transpose()?.unwrap_or_default() {
-            crate::metrics::attempt_failed(&self.string(tag)?);
-        }
-        Ok(())
+    /// The attempt tags of a maintenance reply (reap, timeout-stale).
+    pub(crate) fn attempt_ends(
+        &self,
+        tags: Option<Value>,
+    ) -> Result<Vec<super::outcome::AttemptEnd>> {
+        tags.map(|v| self.array(v))
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|tag| super::outcome::AttemptEnd::parse(self, &self.string(tag)?))
+            .collect()
     }
 
     /// Splits a `<status>|<agent>|<taskType>` reply (cancel, retry).

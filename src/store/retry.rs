@@ -14,8 +14,7 @@ impl Store {
             .await?;
         let r = super::reply::Reply { script: "retry" };
         let reply = r.string(value)?;
-        let (status, agent, task_type) = r.status_tag(&reply)?;
-        crate::metrics::task_retried_manually(agent, task_type);
+        let (status, _, _) = r.status_tag(&reply)?;
         Ok(status)
     }
 }

@@ -220,6 +220,7 @@ impl Scripts {
         name: Name,
         prefix: &str,
         args: Vec<String>,
+        observer: Option<super::ScriptObserver>,
     ) -> Result<Value> {
         let function = self.function(name);
         // Str shares its bytes: the copy kept for a reload costs no copying
@@ -236,11 +237,13 @@ impl Scripts {
                 Err(e) => Err(e),
             };
         }
-        crate::metrics::script_call(
-            name.file_stem(),
-            started.elapsed(),
-            matches!(result, Err(Error::Redis(_))),
-        );
+        if let Some(observe) = observer {
+            observe(
+                name.file_stem(),
+                started.elapsed(),
+                matches!(result, Err(Error::Redis(_))),
+            );
+        }
         result
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::outcome::AttemptEnd;
 use super::{Name, Store, ms};
 use crate::error::{Error, Result};
 
@@ -13,7 +14,7 @@ use crate::error::{Error, Result};
 pub const TIMEOUT_STALE_BATCH: usize = 500;
 
 /// What one chunk of a timeout-stale walk did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaleChunk {
     /// Attempts ended in this chunk.
     pub timed_out: u64,
@@ -23,6 +24,8 @@ pub struct StaleChunk {
     pub scanned: u64,
     /// The store clock's time of the call (ms).
     pub now_ms: i64,
+    /// The attempts this chunk ended.
+    pub ended: Vec<AttemptEnd>,
 }
 
 impl Store {
@@ -61,7 +64,7 @@ impl Store {
         let next_start = next()?;
         let scanned = next()?;
         let now_ms = next()?;
-        r.count_attempt_tags(it.next())?;
+        let ended = r.attempt_ends(it.next())?;
         if timed_out < 0 || next_start < 0 || scanned < 0 || timed_out > scanned {
             return Err(r.err(format!(
                 "inconsistent counts: {timed_out} timed out, next {next_start}, {scanned} scanned"
@@ -72,11 +75,12 @@ impl Store {
             next_start: next_start as u64,
             scanned: scanned as u64,
             now_ms,
+            ended,
         })
     }
 
     /// Ends every PROCESSING attempt that started at least `max_age` ago (see
-    /// [`Store::timeout_stale_chunk`]) and returns how many were ended.
+    /// [`Store::timeout_stale_chunk`]) and returns the attempts it ended.
     ///
     /// The walk is bounded: it stops at the end of the set, or once it has
     /// examined as many entries as the set held when it began plus one chunk
@@ -85,7 +89,7 @@ impl Store {
     /// finishes in between shifts later entries forward, so a few entries may
     /// be skipped under load; running the operation again catches them, and
     /// ending an attempt twice is impossible (the second pass finds it gone).
-    pub async fn timeout_stale(&self, max_age: Duration) -> Result<u64> {
+    pub async fn timeout_stale(&self, max_age: Duration) -> Result<Vec<AttemptEnd>> {
         self.check_max_age(max_age)?;
         let size: u64 = self
             .inner
@@ -94,20 +98,21 @@ impl Store {
             .zcard(self.inner.keys.processing())
             .await?;
         let budget = size + TIMEOUT_STALE_BATCH as u64;
-        let (mut start, mut scanned, mut total) = (0, 0, 0);
+        let (mut start, mut scanned, mut ended) = (0, 0, Vec::new());
         while scanned < budget {
             let chunk = self
                 .timeout_stale_chunk(max_age, start, TIMEOUT_STALE_BATCH)
                 .await?;
-            total += chunk.timed_out;
             scanned += chunk.scanned;
             start = chunk.next_start;
-            if chunk.scanned < TIMEOUT_STALE_BATCH as u64 {
+            let last = chunk.scanned < TIMEOUT_STALE_BATCH as u64;
+            ended.extend(chunk.ended);
+            if last {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        Ok(total)
+        Ok(ended)
     }
 
     fn check_max_age(&self, max_age: Duration) -> Result<()> {

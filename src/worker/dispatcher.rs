@@ -72,6 +72,7 @@ impl Runtime {
                         .fetch_add(tasks.len() as u64, Ordering::Relaxed);
                     let short = tasks.len() < want;
                     for task in tasks {
+                        crate::metrics::task_started(&task);
                         match inner.slots.clone().try_acquire_owned() {
                             Ok(permit) => {
                                 self.start_attempt(task, permit, finish_tx.clone(), claim_sent_at)

@@ -82,7 +82,10 @@ impl Runtime {
                         pending.0 = false;
                         for (r, done) in results.into_iter().zip(completes) {
                             match r {
-                                Ok(()) => {
+                                Ok(ended) => {
+                                    if let Some(end) = &ended {
+                                        crate::metrics::attempt_completed(end, done);
+                                    }
                                     c.completed.fetch_add(1, Ordering::Relaxed);
                                 }
                                 // A result the queue cannot store (too large, not a
@@ -114,7 +117,10 @@ impl Runtime {
                         pending.1 = false;
                         for r in results {
                             match r {
-                                Ok(_) => c.failed.fetch_add(1, Ordering::Relaxed),
+                                Ok(failed) => {
+                                    crate::metrics::attempt_ended(&failed.attempt);
+                                    c.failed.fetch_add(1, Ordering::Relaxed)
+                                }
                                 Err(e) => {
                                     tracing::info!(error = %e, "failure report refused");
                                     c.refused.fetch_add(1, Ordering::Relaxed)

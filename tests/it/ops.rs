@@ -81,7 +81,11 @@ async fn timeout_stale_ends_only_attempts_that_started_at_least_the_max_age_ago(
     advance_ms(&store, 9_999);
     let at = now(&store);
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(10)).await.unwrap(),
+        store
+            .timeout_stale(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .len(),
         2
     );
     for c in [&c_old, &c_edge] {
@@ -156,7 +160,11 @@ async fn timeout_stale_retries_while_attempts_remain_then_times_out_the_last_and
     let c1 = claim_one(&store, "a1").await;
     advance_ms(&store, 5_000);
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(5)).await.unwrap(),
+        store
+            .timeout_stale(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let task = store.get(&t.id).await.unwrap().unwrap();
@@ -191,13 +199,21 @@ async fn timeout_stale_retries_while_attempts_remain_then_times_out_the_last_and
     assert_eq!((c2.id.as_str(), c2.retry_count), (t.id.as_str(), 1));
     advance_ms(&store, 4_999);
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(5)).await.unwrap(),
+        store
+            .timeout_stale(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .len(),
         0
     );
     advance_ms(&store, 1);
     let at = now(&store);
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(5)).await.unwrap(),
+        store
+            .timeout_stale(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let task = store.get(&t.id).await.unwrap().unwrap();
@@ -230,7 +246,11 @@ async fn timeout_stale_retries_while_attempts_remain_then_times_out_the_last_and
         .unwrap();
     assert!(matches!(r[0], Err(Error::NotProcessing(_))), "{r:?}");
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(5)).await.unwrap(),
+        store
+            .timeout_stale(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .len(),
         0
     );
     assert_eq!(store.reap(100).await.unwrap().handled, 0);
@@ -266,8 +286,12 @@ async fn timeout_stale_handles_a_processing_set_many_chunks_long() {
 
     advance_ms(&store, 10_000);
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(20)).await.unwrap(),
-        OLD as u64
+        store
+            .timeout_stale(Duration::from_secs(20))
+            .await
+            .unwrap()
+            .len(),
+        OLD
     );
     let mut left = zmembers(&store, &store.keys().processing()).await;
     left.sort();
@@ -281,7 +305,11 @@ async fn timeout_stale_handles_a_processing_set_many_chunks_long() {
     assert_eq!(count(&store, "a1", "QUEUED").await, OLD as i64);
     assert_eq!(zmembers(&store, &store.keys().delayed()).await.len(), OLD);
     assert_eq!(
-        store.timeout_stale(Duration::from_secs(20)).await.unwrap(),
+        store
+            .timeout_stale(Duration::from_secs(20))
+            .await
+            .unwrap()
+            .len(),
         0
     );
 }
@@ -325,7 +353,7 @@ async fn timeout_stale_refuses_a_bad_max_age_and_writes_nothing() {
     assert_unchanged(&before, &snapshot(&store).await);
 
     // The longest allowed age is accepted (and this attempt is younger).
-    assert_eq!(store.timeout_stale(longest).await.unwrap(), 0);
+    assert_eq!(store.timeout_stale(longest).await.unwrap().len(), 0);
     assert_unchanged(&before, &snapshot(&store).await);
 }
 

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use taskherd::error::Error;
-use taskherd::store::{ClaimedTask, Completion, FailOutcome, LeaseState, Store, StoreConfig};
+use taskherd::store::{
+    ClaimedTask, Completion, FailOutcome, Failed, LeaseState, Store, StoreConfig,
+};
 use taskherd::task::{NewTask, TaskStatus};
 
 use crate::store_support::*;
@@ -52,7 +54,7 @@ async fn a_retryable_failure_backs_off_exponentially_up_to_the_cap_then_fails_fo
         let r = store.fail(&[failure(&c, true, false)]).await.unwrap();
         let task = store.get(&t.id).await.unwrap().unwrap();
         if attempt < 7 {
-            assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Retrying);
+            assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Retrying);
             assert_eq!(task.status, TaskStatus::Queued);
             assert_eq!(task.retry_count, attempt + 1);
             assert_eq!(task.error_message.as_deref(), Some("boom"));
@@ -64,7 +66,7 @@ async fn a_retryable_failure_backs_off_exponentially_up_to_the_cap_then_fails_fo
             delays.push(due - failed_at);
             promote_exactly_at(&store, &t.id, due).await;
         } else {
-            assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Failed);
+            assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Failed);
             assert_eq!(task.status, TaskStatus::Failed);
             assert_eq!(task.retry_count, 7);
             assert_eq!(task.completed_at, Some(failed_at));
@@ -97,7 +99,7 @@ async fn a_non_retryable_failure_fails_the_task_at_once() {
     let t = create(&store, with_retries("a1", 5)).await;
     let c = claim_one(&store, "a1").await;
     let r = store.fail(&[failure(&c, false, false)]).await.unwrap();
-    assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Failed);
+    assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Failed);
     let t = store.get(&t.id).await.unwrap().unwrap();
     assert_eq!((t.status, t.retry_count), (TaskStatus::Failed, 0));
     assert!(zmembers(&store, &store.keys().delayed()).await.is_empty());
@@ -111,7 +113,7 @@ async fn a_non_retryable_failure_fails_the_task_at_once() {
     let once = create(&store, with_retries("a1", 0)).await;
     let c = claim_one(&store, "a1").await;
     let r = store.fail(&[failure(&c, true, false)]).await.unwrap();
-    assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Failed);
+    assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Failed);
     let once = store.get(&once.id).await.unwrap().unwrap();
     assert_eq!(once.status, TaskStatus::Failed);
 }
@@ -123,13 +125,13 @@ async fn a_timed_out_attempt_retries_while_attempts_remain_then_ends_as_timeout(
     let t = create(&store, with_retries("a1", 1)).await;
     let c = claim_one(&store, "a1").await;
     let r = store.fail(&[failure(&c, true, true)]).await.unwrap();
-    assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Retrying);
+    assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Retrying);
     let due = store.get(&t.id).await.unwrap().unwrap().run_at.unwrap();
     assert_eq!(due, now(&store) + 1_000);
     promote_exactly_at(&store, &t.id, due).await;
     let c = claim_one(&store, "a1").await;
     let r = store.fail(&[failure(&c, true, true)]).await.unwrap();
-    assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::TimedOut);
+    assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::TimedOut);
     let t = store.get(&t.id).await.unwrap().unwrap();
     assert_eq!((t.status, t.retry_count), (TaskStatus::Timeout, 1));
     assert_eq!(events_of(&store, &t.id).await.last().unwrap(), "timeout");
@@ -381,7 +383,7 @@ async fn a_batch_fail_backs_off_each_task_by_its_own_attempt_count() {
     let r = store.fail(&failures).await.unwrap();
     assert!(
         r.iter()
-            .all(|x| x.as_ref().unwrap() == &FailOutcome::Retrying)
+            .all(|x| x.as_ref().unwrap().outcome == FailOutcome::Retrying)
     );
     let now = now(&store);
     let a = store.get(&a.id).await.unwrap().unwrap();
@@ -499,7 +501,7 @@ async fn completes_racing_a_timeout_have_one_outcome_each() {
         let t = store.get(&c.id).await.unwrap().unwrap();
         let evs = events_of(&store, &c.id).await;
         match result {
-            Ok(()) => {
+            Ok(Some(_)) => {
                 assert_eq!(t.status, TaskStatus::Completed);
                 assert_eq!(evs, ["created", "started", "completed"]);
             }
@@ -508,7 +510,7 @@ async fn completes_racing_a_timeout_have_one_outcome_each() {
                 assert_eq!((t.status, t.retry_count), (TaskStatus::Queued, 1));
                 assert_eq!(evs, ["created", "started", "retrying"]);
             }
-            Err(e) => panic!("unexpected complete answer {e:?}"),
+            other => panic!("unexpected complete answer {other:?}"),
         }
     }
     let day = now(&store);
@@ -550,7 +552,10 @@ async fn fails_racing_a_timeout_on_the_last_attempt_end_the_task_once() {
         let t = store.get(&c.id).await.unwrap().unwrap();
         let evs = events_of(&store, &c.id).await;
         match result {
-            Ok(FailOutcome::Failed) => {
+            Ok(Failed {
+                outcome: FailOutcome::Failed,
+                ..
+            }) => {
                 assert_eq!(t.status, TaskStatus::Failed);
                 assert_eq!(evs, ["created", "started", "failed"]);
             }

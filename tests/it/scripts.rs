@@ -708,7 +708,7 @@ async fn fail_with_a_wrong_token_or_of_a_task_not_processing_changes_nothing() {
 
     // Its own token once the attempt has ended: not processing.
     let r = store.fail(&[failure(&c, true, false)]).await.unwrap();
-    assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Retrying);
+    assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Retrying);
     let before = snapshot(&store).await;
     let r = store.fail(&[failure(&c, true, false)]).await.unwrap();
     assert!(matches!(r[0], Err(Error::NotProcessing(_))), "{r:?}");
@@ -747,7 +747,7 @@ async fn fail_cuts_long_error_messages_to_the_configured_length() {
         }])
         .await
         .unwrap();
-    assert_eq!(r[0].as_ref().unwrap(), &FailOutcome::Failed);
+    assert_eq!(r[0].as_ref().unwrap().outcome, FailOutcome::Failed);
     let t = store.get(&t.id).await.unwrap().unwrap();
     assert_eq!(t.error_message, Some("é".repeat(10)));
 }
