@@ -2,7 +2,8 @@
 //!
 //! Every state change is one script in `lua/` with one typed wrapper here
 //! (one file per script); reads are in `query` and `stats`. Callers get typed
-//! values and [`crate::error::Error`]s, never Redis replies.
+//! values and [`crate::error::Error`]s, never Redis replies or client types
+//! (client errors are mapped once, in `redis_error`).
 
 mod agents;
 mod audit;
@@ -19,6 +20,7 @@ mod promote;
 mod query;
 mod reads;
 mod reap;
+mod redis_error;
 mod reply;
 mod requeue;
 mod retry;
