@@ -96,7 +96,7 @@ impl Db {
     async fn fresh_store(&mut self) -> Result<Store> {
         self.phase += 1;
         if let Some(old) = self.current.take() {
-            let _ = fred::interfaces::ClientLike::quit(old.pool()).await;
+            old.close().await;
         }
         let config = StoreConfig {
             namespace: format!("bench{}-{}", std::process::id(), self.phase),
@@ -199,23 +199,13 @@ struct Workers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start_workers(
-    store: &Store,
-    url: &str,
-    concurrency: usize,
-    registry: Registry,
-) -> Workers {
+async fn start_workers(store: &Store, concurrency: usize, registry: Registry) -> Workers {
     let signals = Signals::default();
     let (trigger, stop) = shutdown::channel();
     let listener = tokio::spawn({
-        let (url, channel, signals, stop) = (
-            url.to_string(),
-            store.keys().signal(),
-            signals.clone(),
-            stop.clone(),
-        );
+        let (store, signals, stop) = (store.clone(), signals.clone(), stop.clone());
         async move {
-            let _ = signals::listen(url, channel, signals, stop).await;
+            let _ = signals::listen(store, signals, stop).await;
         }
     });
     let config = WorkerConfig {
@@ -262,7 +252,7 @@ async fn drain(
             .create_batch(chunk.iter().map(|&i| task(payload, i)).collect())
             .await?;
     }
-    let workers = start_workers(&store, &db.url, concurrency, noop_registry(None)).await;
+    let workers = start_workers(&store, concurrency, noop_registry(None)).await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     while (workers.runtime.stats().completed_total as usize) < n {
@@ -310,7 +300,7 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
             }
         })
     };
-    let workers = start_workers(&store, &db.url, 100, noop_registry(Some(on_start))).await;
+    let workers = start_workers(&store, 100, noop_registry(Some(on_start))).await;
 
     // Completed events, read from the stream as any subscriber would.
     let id_to_seq: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));

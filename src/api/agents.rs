@@ -139,6 +139,6 @@ impl AgentsApi {
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<NodeList>, Errors<{ s::AUTHED }>> {
         let nodes = crate::nodes::list(&state.store, crate::nodes::DEFAULT_STALE_AFTER).await?;
-        Ok(Json(NodeList { nodes }))
+        Ok(Json(NodeList::from(nodes)))
     }
 }

@@ -1,7 +1,9 @@
 //! The only module that knows Redis exists.
 //!
 //! Every state change is one script in `lua/` with one typed wrapper here
-//! (one file per script); reads are in `query` and `stats`. Callers get typed
+//! (one file per script); reads are in `query` and `stats`; the node
+//! registry (`nodes`), the rate limit's shared counts (`rate_limit`) and the
+//! signal channel's subscriber (`signals`) are here too. Callers get typed
 //! values and [`crate::error::Error`]s, never Redis replies or client types
 //! (client errors are mapped once, in `redis_error`).
 
@@ -16,8 +18,10 @@ mod create;
 mod fail;
 mod heartbeat;
 pub mod keys;
+mod nodes;
 mod promote;
 mod query;
+mod rate_limit;
 mod reads;
 mod reap;
 mod redis_error;
@@ -25,6 +29,7 @@ mod reply;
 mod requeue;
 mod retry;
 pub(crate) mod scripts;
+mod signals;
 mod start;
 mod stats;
 mod timeout_stale;
@@ -44,11 +49,15 @@ pub use complete::Completion;
 pub use create::{Created, MAX_BATCH};
 pub use fail::{FailOutcome, Failure};
 pub use heartbeat::LeaseState;
+pub use keys::Index;
+pub use nodes::NodeInfo;
 pub use promote::Pass;
 pub use query::{
     AgentQueue, ListFilter, MAX_PAGE_OFFSET, MAX_PAGE_SIZE, QueueHealth, QueueStatus, TaskPage,
     health_thresholds,
 };
+pub use rate_limit::RateCount;
+pub use signals::{Signal, SignalSubscription};
 pub use stats::{Breakdown, DEFAULT_DAYS, MAX_DAYS, Statistics, StatsFilter};
 pub use timeout_stale::{StaleChunk, TIMEOUT_STALE_BATCH};
 
@@ -96,6 +105,8 @@ pub struct Store {
 
 struct Inner {
     pool: Pool,
+    /// For connections of their own (the signal subscriber).
+    redis_url: String,
     keys: Keys,
     scripts: Scripts,
     clock: Clock,
@@ -167,6 +178,7 @@ impl Store {
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
+                redis_url: redis_url.to_string(),
                 keys,
                 scripts,
                 clock,
@@ -206,6 +218,12 @@ impl Store {
     /// The connection pool (for the node's own bookkeeping and tests).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// Closes the store's connections (the last step of a node's shutdown);
+    /// calls made afterwards fail.
+    pub async fn close(&self) {
+        let _ = self.inner.pool.quit().await;
     }
 
     /// A client whose commands fail at once while Redis is unreachable

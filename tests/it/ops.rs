@@ -446,14 +446,11 @@ async fn a_stale_or_unreadable_node_entry_is_left_out_and_deleted() {
     fresh.last_seen_at = now - 14_000;
     let mut old = node("old", &["worker"]);
     old.last_seen_at = now - 16_000;
-    let fields = vec![
-        ("fresh", serde_json::to_string(&fresh).unwrap()),
-        ("old", serde_json::to_string(&old).unwrap()),
-        ("garbled", "{not json".to_string()),
-    ];
+    store.put_node(&fresh).await.unwrap();
+    store.put_node(&old).await.unwrap();
     let _: i64 = store
         .pool()
-        .hset(store.keys().nodes(), fields)
+        .hset(store.keys().nodes(), ("garbled", "{not json"))
         .await
         .unwrap();
 
@@ -479,8 +476,8 @@ async fn a_node_writes_its_entry_again_after_redis_comes_back() {
     .await;
 
     redis.restart();
-    let _: i64 = wait_until("redis answers again", Duration::from_secs(20), || async {
-        store.pool().hdel(store.keys().nodes(), "n1").await.ok()
+    wait_until("redis answers again", Duration::from_secs(20), || async {
+        store.remove_node("n1").await.ok()
     })
     .await;
     wait_until(
