@@ -19,13 +19,7 @@ use crate::support::*;
 
 /// A subscriber to the namespace's signal channel.
 async fn listen_to_signals(redis: &TestRedis, store: &Store) -> SubscriberClient {
-    let subscriber = taskherd::store::redis_builder(&redis.url())
-        .unwrap()
-        .build_subscriber_client()
-        .unwrap();
-    subscriber.init().await.unwrap();
-    subscriber.subscribe(store.keys().signal()).await.unwrap();
-    subscriber
+    raw_subscriber(&redis.url(), store.keys().signal()).await
 }
 
 /// Creates `n` tasks of `agent` in batches.
@@ -350,7 +344,11 @@ async fn node_ids(store: &Store) -> Vec<String> {
 }
 
 async fn entries(store: &Store) -> Vec<String> {
-    let mut fields: Vec<String> = store.pool().hkeys(store.keys().nodes()).await.unwrap();
+    let mut fields: Vec<String> = raw_redis(store.redis_url())
+        .await
+        .hkeys(store.keys().nodes())
+        .await
+        .unwrap();
     fields.sort();
     fields
 }
@@ -448,8 +446,8 @@ async fn a_stale_or_unreadable_node_entry_is_left_out_and_deleted() {
     old.last_seen_at = now - 16_000;
     store.put_node(&fresh).await.unwrap();
     store.put_node(&old).await.unwrap();
-    let _: i64 = store
-        .pool()
+    let _: i64 = raw_redis(&redis.url())
+        .await
         .hset(store.keys().nodes(), ("garbled", "{not json"))
         .await
         .unwrap();
