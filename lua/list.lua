@@ -31,11 +31,11 @@ end
 local src = K.idx_all
 local scratch = nil
 if f == 1 then
-  src = P .. 'idx:' .. ARGV[7]
+  src = K.idx(ARGV[7])
 elseif f > 1 then
   local keys = {}
-  for i = 1, f do keys[i] = P .. 'idx:' .. ARGV[6 + i] end
-  scratch = P .. 'tmp:list'
+  for i = 1, f do keys[i] = K.idx(ARGV[6 + i]) end
+  scratch = K.tmp_list
   keys[#keys + 1] = 'AGGREGATE'
   keys[#keys + 1] = 'MAX'
   redis.call('ZINTERSTORE', scratch, f, unpack(keys))

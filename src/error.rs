@@ -1,9 +1,13 @@
 //! The crate's error type: stable codes, mapped once at each boundary.
 //!
 //! Script refusals arrive as replies that start with a stable code (see
-//! `lua/README.md`); `store::scripts` maps them here. Internal causes (Redis
+//! `lua/README.md`); `store::scripts` maps them here. Redis client failures
+//! become a [`RedisError`] (a kind and a message), mapped once inside
+//! `store`, so no client library type leaves it. Internal causes (Redis
 //! errors, unexpected replies) are logged where handled and never shown to
 //! clients verbatim.
+
+use std::fmt;
 
 /// Errors of the queue engine. `code()` is what clients and logs see.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +48,7 @@ pub enum Error {
     TaskCancelled(String),
     /// Redis could not be reached or answered with an error.
     #[error("redis: {0}")]
-    Redis(#[from] fred::error::Error),
+    Redis(RedisError),
     /// A script answered in a shape this code does not expect: a bug or a
     /// version mismatch between `lua/` and the binary.
     #[error("unexpected reply from {script}: {detail}")]
@@ -83,7 +87,8 @@ impl Error {
         }
     }
 
-    /// Whether trying the same call again later may succeed.
+    /// Whether trying the same call again later may succeed: every Redis
+    /// failure (an outage, a Redis still loading its data, out of memory).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Redis(_))
     }
@@ -91,7 +96,7 @@ impl Error {
     /// Redis refused a write because it is out of memory (`maxmemory` with
     /// `noeviction`); nothing was written.
     pub fn is_out_of_memory(&self) -> bool {
-        matches!(self, Error::Redis(e) if e.details().starts_with("OOM"))
+        matches!(self, Error::Redis(e) if e.kind() == RedisErrorKind::OutOfMemory)
     }
 }
 
@@ -108,6 +113,72 @@ impl Error {
         }
     }
 }
+
+/// What went wrong with Redis, as far as callers need to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisErrorKind {
+    /// Redis could not be reached, the connection dropped, a call timed
+    /// out, or Redis cannot serve yet (`LOADING` its data set, `BUSY` with a
+    /// script, a replica `MASTERDOWN`, `TRYAGAIN` or `CLUSTERDOWN` during a
+    /// failover).
+    Unavailable,
+    /// Redis refused a write: out of memory (`maxmemory` reached under
+    /// `noeviction`); nothing was written.
+    OutOfMemory,
+    /// Redis answered the command with another error reply (`WRONGTYPE`,
+    /// an unknown function, ...).
+    Refused,
+    /// The client side failed: configuration, authentication, or a reply it
+    /// could not read.
+    Client,
+}
+
+impl RedisErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RedisErrorKind::Unavailable => "unavailable",
+            RedisErrorKind::OutOfMemory => "out of memory",
+            RedisErrorKind::Refused => "refused",
+            RedisErrorKind::Client => "client",
+        }
+    }
+}
+
+/// A Redis failure: its kind and the client's description (for logs; never
+/// sent to clients). Built only by `store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisError {
+    kind: RedisErrorKind,
+    message: String,
+}
+
+impl RedisError {
+    pub(crate) fn new(kind: RedisErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RedisErrorKind {
+        self.kind
+    }
+
+    /// The description of the failure: Redis' reply text for error replies,
+    /// else the client's.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for RedisError {}
 
 /// Result with the crate's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

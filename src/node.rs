@@ -105,8 +105,7 @@ pub async fn run(
     let (inner_trigger, inner_shutdown) = shutdown::channel();
     let signals = Signals::default();
     let signal_task = tokio::spawn(signals::listen(
-        config.redis_url.clone(),
-        store.keys().signal(),
+        store.clone(),
         signals.clone(),
         inner_shutdown.clone(),
     ));
@@ -198,7 +197,7 @@ pub async fn run(
     let _ = server.await;
     let _ = registry_task.await;
     let _ = signal_task.await;
-    let _ = fred::interfaces::ClientLike::quit(store.pool()).await;
+    store.close().await;
     tracing::info!("node stopped");
     Ok(())
 }

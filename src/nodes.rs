@@ -1,21 +1,20 @@
 //! The node registry: which nodes are alive, what they do, and how their
 //! workers are doing (`GET /api/ai/nodes`).
 //!
-//! Each node keeps one entry in the `nodes` hash (node id -> [`NodeInfo`] as
-//! JSON), rewritten every few seconds with `lastSeenAt` on the Redis clock,
-//! and removed when the node shuts down. A node that dies without shutting
+//! Each node keeps one entry in the store's node registry ([`NodeInfo`]),
+//! rewritten every few seconds with `lastSeenAt` on the Redis clock, and
+//! removed when the node shuts down. A node that dies without shutting
 //! down stops refreshing its entry: [`list`] leaves out entries older than
 //! its `stale_after` and deletes them, so dead nodes do not accumulate.
 
 use std::time::Duration;
 
-use fred::prelude::*;
-use serde::{Deserialize, Serialize};
-
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::worker::Runtime;
+
+pub use crate::store::NodeInfo;
 
 /// How often a node rewrites its entry.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(5);
@@ -23,26 +22,6 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 /// How old an entry may be before its node counts as gone (three missed
 /// refreshes at [`DEFAULT_EVERY`]).
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15);
-
-/// One live node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
-#[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
-pub struct NodeInfo {
-    /// Node id (unique per running node).
-    pub node_id: String,
-    /// taskherd version the node runs.
-    pub version: String,
-    /// When the node started (Unix ms).
-    pub started_at: i64,
-    /// When the node last refreshed its entry (Unix ms, Redis clock).
-    pub last_seen_at: i64,
-    /// What the node runs: `api`, `worker`, `maintenance`.
-    pub roles: Vec<String>,
-    /// The node's worker statistics, when it runs workers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<serde_json::Value>,
-}
 
 /// Keeps this node's entry fresh until shutdown, then removes it.
 ///
@@ -76,11 +55,7 @@ pub async fn run(
             _ = shutdown.wait() => {}
         }
     }
-    let removed: std::result::Result<i64, _> = store
-        .pool()
-        .hdel(store.keys().nodes(), info.node_id.as_str())
-        .await;
-    if let Err(e) = removed {
+    if let Err(e) = store.remove_node(&info.node_id).await {
         // Not fatal: readers drop the entry once it is stale.
         tracing::warn!(node = %info.node_id, error = %e, "cannot remove node registry entry");
     }
@@ -89,41 +64,12 @@ pub async fn run(
 async fn publish(store: &Store, info: &mut NodeInfo, runtime: Option<&Runtime>) -> Result<()> {
     info.last_seen_at = store.now_ms().await?;
     info.worker = runtime.and_then(|r| serde_json::to_value(r.stats()).ok());
-    // Cannot fail (string keys only); mapped rather than unwrapped all the same.
-    let json = serde_json::to_string(&*info).map_err(std::io::Error::from)?;
-    let _: i64 = store
-        .pool()
-        .hset(store.keys().nodes(), (info.node_id.as_str(), json))
-        .await?;
-    Ok(())
+    store.put_node(info).await
 }
 
-/// The nodes seen within `stale_after` (store clock), sorted by node id.
-///
-/// Entries older than that, and entries that do not parse, are deleted. A
-/// node that writes again between this read and the delete loses its entry
-/// until its next refresh; it can only happen to a node that stalled for
-/// `stale_after`.
+/// The nodes seen within `stale_after` (store clock), sorted by node id;
+/// older entries and entries that do not parse are deleted (see
+/// [`Store::live_nodes`]).
 pub async fn list(store: &Store, stale_after: Duration) -> Result<Vec<NodeInfo>> {
-    let entries: Vec<(String, String)> = store
-        .pool()
-        .hgetall::<std::collections::HashMap<String, String>, _>(store.keys().nodes())
-        .await?
-        .into_iter()
-        .collect();
-    let now = store.now_ms().await?;
-    let oldest = now.saturating_sub(stale_after.as_millis().min(i64::MAX as u128) as i64);
-    let mut live = Vec::new();
-    let mut dead = Vec::new();
-    for (field, json) in entries {
-        match serde_json::from_str::<NodeInfo>(&json) {
-            Ok(node) if node.last_seen_at >= oldest => live.push(node),
-            _ => dead.push(field),
-        }
-    }
-    if !dead.is_empty() {
-        let _: i64 = store.pool().hdel(store.keys().nodes(), dead).await?;
-    }
-    live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    Ok(live)
+    store.live_nodes(stale_after).await
 }

@@ -1,20 +1,21 @@
-//! The node's one pub/sub subscription to the namespace's signal channel.
+//! The node's one subscription to the namespace's signal channel, and the
+//! wake-ups it drives.
 //!
-//! Scripts PUBLISH `w:<agent>` when work becomes ready, `c:<task>:<token>`
-//! when that attempt must stop (cancelled, reaped, timed out) and `d` when a delayed task
-//! was added. Signals only wake things up: nothing is ever taken from Redis
-//! by a blocking command, so a lost signal costs latency, never a task. After
-//! a reconnect (signals may have been missed) everything is woken once.
+//! Scripts signal when work becomes ready, when an attempt must stop
+//! (cancelled, reaped, timed out) and when a delayed task was added (the
+//! channel and its messages are the store's: [`Signal`]). Signals only wake
+//! things up: nothing is ever taken from Redis by a blocking command, so a
+//! lost signal costs latency, never a task. After a reconnect (signals may
+//! have been missed) everything is woken once.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use fred::clients::SubscriberClient;
-use fred::prelude::*;
 use tokio::sync::{Notify, broadcast};
 
 use crate::error::Result;
 use crate::shutdown::Shutdown;
+use crate::store::{Signal, SignalSubscription, Store};
 
 /// What the node's components wait on.
 #[derive(Clone)]
@@ -51,42 +52,45 @@ impl Signals {
         self.delayed.notify_one();
     }
 
-    fn dispatch(&self, message: &str) {
-        if let Some(agent) = message.strip_prefix("w:") {
-            if self.ready.receiver_count() > 0 {
-                let _ = self.ready.send(Arc::from(agent));
+    fn dispatch(&self, signal: Signal) {
+        match signal {
+            Signal::Work(agent) => {
+                if self.ready.receiver_count() > 0 {
+                    let _ = self.ready.send(Arc::from(agent.as_str()));
+                }
+                let served = self
+                    .served
+                    .read()
+                    .map(|s| s.contains(&agent))
+                    .unwrap_or(true);
+                if served {
+                    self.work.notify_one();
+                }
             }
-            let served = self
-                .served
-                .read()
-                .map(|s| s.contains(agent))
-                .unwrap_or(true);
-            if served {
-                self.work.notify_one();
+            Signal::Stop { task_id, token } => {
+                let _ = self.stop.send((task_id, token));
             }
-        } else if let Some(rest) = message.strip_prefix("c:") {
-            if let Some((task, token)) = rest.split_once(':') {
-                let _ = self.stop.send((task.to_string(), token.to_string()));
+            Signal::Delayed => self.delayed.notify_one(),
+            Signal::Reconnected => {
+                tracing::info!("signal subscription reconnected; waking workers");
+                self.wake_all();
             }
-        } else if message == "d" {
-            self.delayed.notify_one();
+            Signal::Lagged => self.wake_all(),
         }
     }
 }
 
-/// Subscribes to `channel` and dispatches messages until shutdown. A
-/// subscription that cannot be set up (Redis away at start-up) is retried with
-/// backoff; meanwhile workers rely on their safety recheck.
-pub async fn listen(
-    redis_url: String,
-    channel: String,
-    signals: Signals,
-    mut shutdown: Shutdown,
-) -> Result<()> {
+/// Subscribes to the store's signal channel and dispatches signals until
+/// shutdown. A subscription that cannot be set up (Redis away at start-up)
+/// is retried with backoff; meanwhile workers rely on their safety recheck.
+pub async fn listen(store: Store, signals: Signals, mut shutdown: Shutdown) -> Result<()> {
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
-        match subscribe_and_dispatch(&redis_url, &channel, &signals, &mut shutdown).await {
-            Ok(()) => return Ok(()),
+        match store.subscribe_signals().await {
+            Ok(subscription) => {
+                dispatch_until_shutdown(subscription, &signals, &mut shutdown).await;
+                return Ok(());
+            }
             Err(e) => tracing::warn!(error = %e, "signal subscription failed; retrying"),
         }
         tokio::select! {
@@ -97,47 +101,21 @@ pub async fn listen(
     }
 }
 
-async fn subscribe_and_dispatch(
-    redis_url: &str,
-    channel: &str,
+async fn dispatch_until_shutdown(
+    mut subscription: SignalSubscription,
     signals: &Signals,
     shutdown: &mut Shutdown,
-) -> Result<()> {
-    let subscriber: SubscriberClient =
-        crate::store::redis_builder(redis_url)?.build_subscriber_client()?;
-    let set_up = async {
-        subscriber.init().await?;
-        subscriber.subscribe(channel.to_string()).await
-    };
-    if let Err(e) = set_up.await {
-        let _ = subscriber.quit().await;
-        return Err(e.into());
-    }
-    let manager = subscriber.manage_subscriptions();
-    let mut messages = subscriber.message_rx();
-    let mut reconnects = subscriber.reconnect_rx();
+) {
+    // Signals sent before the subscription was in place are lost.
     signals.wake_all();
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            message = messages.recv() => match message {
-                Ok(m) => {
-                    if let Some(text) = m.value.as_str() {
-                        signals.dispatch(&text);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => signals.wake_all(),
-                Err(broadcast::error::RecvError::Closed) => break,
+            signal = subscription.next() => match signal {
+                Some(signal) => signals.dispatch(signal),
+                None => break,
             },
-            reconnect = reconnects.recv() => {
-                if reconnect.is_ok() {
-                    tracing::info!("signal subscription reconnected; waking workers");
-                }
-                signals.wake_all();
-            }
         }
     }
-    manager.abort();
-    let _ = subscriber.quit().await;
-    Ok(())
+    subscription.close().await;
 }

@@ -3,8 +3,10 @@
 -- as a function `<name>(KEYS, ARGV)` that first calls begin(KEYS). Library
 -- code runs once, at FUNCTION LOAD; per call only begin() runs.
 -- Every key is derived from KEYS[1], the namespace prefix "{ns}:", so all keys a
--- script touches share one hash tag (one Redis Cluster slot). The names here
--- mirror src/store/keys.rs; change both together.
+-- script touches share one hash tag (one Redis Cluster slot), and only here:
+-- scripts use K.<key>, never P .. '...'. The names here mirror
+-- src/store/keys.rs; a unit test there checks that both agree (and that no
+-- script builds a key of its own), so change both together.
 
 local function keys_for(p)
   local k = {
@@ -18,6 +20,7 @@ local function keys_for(p)
     signal = p .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed
     idx_all = p .. 'idx:all',          -- ZSET member task id, score order score (creation)
     audit = p .. 'audit',              -- HASH status -> order score where audit.lua's walk resumes
+    tmp_list = p .. 'tmp:list',        -- ZSET list.lua's intersection of several filters, deleted within the call
   }
   function k.task(id) return p .. 'task:' .. id end
   function k.ready(agent, prio) return p .. 'ready:' .. agent .. ':' .. prio end
@@ -26,6 +29,7 @@ local function keys_for(p)
   function k.idx_agent(a) return p .. 'idx:agent:' .. a end
   function k.idx_type(t) return p .. 'idx:type:' .. t end
   function k.idx_owner(o) return p .. 'idx:owner:' .. o end
+  function k.idx(name) return p .. 'idx:' .. name end  -- an index by name ("status:QUEUED"), as list.lua's filters give it
   function k.idem(owner, key) return p .. 'idem:' .. owner .. ':' .. key end
   function k.stats(day) return p .. 'stats:' .. day end
   function k.agent(id) return p .. 'agent:' .. id end

@@ -122,6 +122,6 @@ impl AgentsApi {
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<NodeList>, Errors<{ s::AUTHED }>> {
         let nodes = state.queue.nodes(&principal).await?;
-        Ok(Json(NodeList { nodes }))
+        Ok(Json(NodeList::from(nodes)))
     }
 }

@@ -352,5 +352,44 @@ pub struct AgentList {
 #[oai(rename_all = "camelCase")]
 pub struct NodeList {
     /// Nodes seen in the last few seconds, by id.
-    pub nodes: Vec<crate::nodes::NodeInfo>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl From<Vec<crate::nodes::NodeInfo>> for NodeList {
+    fn from(nodes: Vec<crate::nodes::NodeInfo>) -> Self {
+        Self {
+            nodes: nodes.into_iter().map(NodeInfo::from).collect(),
+        }
+    }
+}
+
+/// One live node.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct NodeInfo {
+    /// Node id (unique per running node).
+    pub node_id: String,
+    /// taskherd version the node runs.
+    pub version: String,
+    /// When the node started (Unix ms).
+    pub started_at: i64,
+    /// When the node last refreshed its entry (Unix ms, Redis clock).
+    pub last_seen_at: i64,
+    /// What the node runs: `api`, `worker`, `maintenance`.
+    pub roles: Vec<String>,
+    /// The node's worker statistics, when it runs workers.
+    pub worker: Option<serde_json::Value>,
+}
+
+impl From<crate::nodes::NodeInfo> for NodeInfo {
+    fn from(n: crate::nodes::NodeInfo) -> Self {
+        Self {
+            node_id: n.node_id,
+            version: n.version,
+            started_at: n.started_at,
+            last_seen_at: n.last_seen_at,
+            roles: n.roles,
+            worker: n.worker,
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Per-principal rate limit shared by every node.
 //!
-//! A fixed one-second window per token subject (`{prefix}rl:{unix second}:{sub}`
-//! in Redis), so N nodes together allow about the configured rate, not N times
-//! it, without a Redis round trip per request:
+//! A fixed one-second window per token subject (a counter per subject and
+//! Unix second in Redis, kept by the store: `store::rate_limit`), so N nodes
+//! together allow about the configured rate, not N times it, without a Redis
+//! round trip per request:
 //!
 //! - each node counts the requests it admits locally, per (principal, window);
 //! - a background task sends, every [`SYNC_EVERY`], one pipelined call with an
@@ -36,12 +37,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fred::prelude::*;
-use fred::types::ExpireOptions;
 use tokio::task::AbortHandle;
 
 use super::error::ApiError;
-use crate::store::Store;
+use crate::store::{RateCount, Store};
 
 /// How often a node sends its local counts to Redis and reads back the
 /// global ones.
@@ -230,33 +229,26 @@ async fn sync_loop(counts: Weak<Counts>, store: Store, every: Duration) {
     }
 }
 
-/// One pipelined call: `INCRBY` + `PEXPIRE NX` per delta; the global count
-/// per delta (`None` where it failed).
+/// One pipelined call: the local counts added to the windows' counters;
+/// the global count per delta (`None` where it failed).
 async fn send(store: &Store, deltas: &[Delta]) -> Vec<Option<u64>> {
-    let prefix = store.keys().prefix();
-    let pipe = store.pool().next().pipeline();
-    for d in deltas {
-        let key = format!("{prefix}rl:{}:{}", d.window, d.sub);
-        let n = i64::try_from(d.n).unwrap_or(i64::MAX);
-        let _: () = pipe.incr_by(&key, n).await.unwrap_or(());
-        let _: () = pipe
-            .pexpire(&key, WINDOW_KEY_TTL_MS, Some(ExpireOptions::NX))
-            .await
-            .unwrap_or(());
-    }
-    let replies = match tokio::time::timeout(SYNC_TIMEOUT, pipe.try_all::<Value>()).await {
-        Ok(replies) => replies,
-        Err(_) => {
-            tracing::debug!("rate limit counts not synced: redis timed out");
-            return vec![None; deltas.len()];
-        }
-    };
-    let globals: Vec<Option<u64>> = (0..deltas.len())
-        .map(|i| match replies.get(2 * i) {
-            Some(Ok(v)) => v.as_i64().and_then(|n| u64::try_from(n).ok()),
-            _ => None,
+    let counts: Vec<RateCount<'_>> = deltas
+        .iter()
+        .map(|d| RateCount {
+            principal: &d.sub,
+            window_s: d.window,
+            admitted: d.n,
         })
         .collect();
+    let ttl = Duration::from_millis(WINDOW_KEY_TTL_MS.unsigned_abs());
+    let globals =
+        match tokio::time::timeout(SYNC_TIMEOUT, store.add_rate_counts(&counts, ttl)).await {
+            Ok(globals) => globals,
+            Err(_) => {
+                tracing::debug!("rate limit counts not synced: redis timed out");
+                return vec![None; deltas.len()];
+            }
+        };
     if globals.iter().any(Option::is_none) {
         tracing::debug!("rate limit counts not synced: redis unavailable");
     }
@@ -374,12 +366,11 @@ mod tests {
             while on_a < 800 && a.check(&store, &sub).await.is_ok() {
                 on_a += 1;
             }
-            let key = format!("{}rl:{start}:{sub}", store.keys().prefix());
             // Wait (bounded) until a's count is in Redis, then until b,
             // which learns global counts with its own syncs (they need a
             // request of its own to send), has read it back.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-            while store.pool().get::<Option<u64>, _>(&key).await.unwrap() < Some(on_a)
+            while store.rate_count(&sub, start).await.unwrap().0 < Some(on_a)
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -398,9 +389,9 @@ mod tests {
             assert_eq!(on_a, 800);
             assert_eq!(b_global(), on_a + 1, "b read back both nodes' counts");
             assert_eq!(on_a + 1 + on_b, u64::from(limit));
-            let ttl: i64 = store.pool().pttl(&key).await.unwrap();
+            let (global, ttl) = store.rate_count(&sub, start).await.unwrap();
             assert!(ttl > 0 && ttl <= WINDOW_KEY_TTL_MS, "ttl {ttl}");
-            let global: u64 = store.pool().get(&key).await.unwrap();
+            let global: u64 = global.unwrap();
             assert!((801..=1_000).contains(&global), "global {global}");
             return;
         }

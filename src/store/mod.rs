@@ -1,12 +1,18 @@
 //! The only module that knows Redis exists.
 //!
 //! Every state change is one script in `lua/` with one typed wrapper here
-//! (one file per script); reads are in `query` and `stats`. Callers get typed
-//! values and [`crate::error::Error`]s, never Redis replies.
+//! (one file per script); reads are in `query` and `stats`; the node
+//! registry (`nodes`), the rate limit's shared counts (`rate_limit`) and the
+//! signal channel's subscriber (`signals`) are here too. Callers get typed
+//! values and [`crate::error::Error`]s, never Redis replies or client types
+//! (client errors are mapped once, in `redis_error`); no module outside
+//! `store` names the Redis client (a unit test in `boundary` checks it).
 
 mod agents;
 mod audit;
 mod batch;
+#[cfg(test)]
+mod boundary;
 mod cancel;
 mod claim;
 mod cleanup;
@@ -15,15 +21,19 @@ mod create;
 mod fail;
 mod heartbeat;
 pub mod keys;
+mod nodes;
 mod outcome;
 mod promote;
 mod query;
+mod rate_limit;
 mod reads;
 mod reap;
+mod redis_error;
 mod reply;
 mod requeue;
 mod retry;
 pub(crate) mod scripts;
+mod signals;
 mod start;
 mod stats;
 mod timeout_stale;
@@ -43,17 +53,21 @@ pub use complete::Completion;
 pub use create::{Created, MAX_BATCH};
 pub use fail::{FailOutcome, Failed, Failure};
 pub use heartbeat::LeaseState;
+pub use keys::Index;
+pub use nodes::NodeInfo;
 pub use outcome::{AttemptEnd, AttemptOutcome, Expiry};
 pub use promote::Pass;
 pub use query::{
     AgentQueue, ListFilter, MAX_PAGE_OFFSET, MAX_PAGE_SIZE, QueueHealth, QueueStatus, TaskPage,
     health_thresholds,
 };
+pub use rate_limit::RateCount;
+pub use signals::{Signal, SignalSubscription};
 pub use stats::{Breakdown, DEFAULT_DAYS, MAX_DAYS, Statistics, StatsFilter};
 pub use timeout_stale::{StaleChunk, TIMEOUT_STALE_BATCH};
 
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::task::Limits;
 use keys::Keys;
 use scripts::{Name, Scripts};
@@ -109,6 +123,8 @@ pub struct Store {
 
 struct Inner {
     pool: Pool,
+    /// For connections of their own (the signal subscriber).
+    redis_url: String,
     keys: Keys,
     scripts: Scripts,
     clock: Clock,
@@ -120,7 +136,7 @@ struct Inner {
 /// Builds the Redis client configuration shared by pools and subscribers:
 /// a reconnect policy (without one, a Redis restart leaves calls hanging)
 /// and command timeouts.
-pub fn redis_builder(redis_url: &str) -> Result<Builder> {
+pub(crate) fn redis_builder(redis_url: &str) -> Result<Builder> {
     let config = RedisConfig::from_url(redis_url)?;
     let mut builder = Builder::from_config(config);
     builder
@@ -180,6 +196,7 @@ impl Store {
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
+                redis_url: redis_url.to_string(),
                 keys,
                 scripts,
                 clock,
@@ -216,15 +233,75 @@ impl Store {
         &self.inner.clock
     }
 
-    /// The connection pool (for the node's own bookkeeping and tests).
-    pub fn pool(&self) -> &Pool {
+    /// The Redis URL this store connects to (tools and tests that need a
+    /// connection of their own open it with this).
+    pub fn redis_url(&self) -> &str {
+        &self.inner.redis_url
+    }
+
+    /// The connection pool, for the store's own modules.
+    pub(crate) fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// TEMPORARY, for the hand-written event-stream readers only (`events()`
+    /// in `tests/it/store_support.rs`, `all_events()` in
+    /// `tests/it/support/mod.rs`) until the store's typed event reader
+    /// replaces them; removed then. Nothing else may use it.
+    #[doc(hidden)]
+    pub fn raw_pool_for_event_readers(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Closes the store's connections (the last step of a node's shutdown);
+    /// calls made afterwards fail.
+    pub async fn close(&self) {
+        let _ = self.inner.pool.quit().await;
     }
 
     /// A client whose commands fail at once while Redis is unreachable
     /// (see [`fail_fast`]); what the store's own reads use.
     fn client(&self) -> WithOptions<Client> {
         fail_fast_client(&self.inner.pool)
+    }
+
+    /// Deletes every key of the Redis database (`FLUSHALL`), not only this
+    /// namespace's: for a server of one's own only (the benchmark's).
+    pub async fn flush_database(&self) -> Result<()> {
+        let _: () = self.inner.pool.next().flushall(false).await?;
+        Ok(())
+    }
+
+    /// What the Redis server has used so far (`INFO memory cpu`).
+    pub async fn server_usage(&self) -> Result<ServerUsage> {
+        let text: String = self
+            .inner
+            .pool
+            .next()
+            .custom(fred::cmd!("INFO"), vec!["memory", "cpu"])
+            .await?;
+        let field = |name: &str| -> Result<&str> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+                .ok_or_else(|| Error::Reply {
+                    script: "INFO",
+                    detail: format!("no {name}"),
+                })
+        };
+        let number = |name: &str| -> Result<f64> {
+            field(name)?.parse().map_err(|_| Error::Reply {
+                script: "INFO",
+                detail: format!("{name} is not a number"),
+            })
+        };
+        Ok(ServerUsage {
+            used_memory_bytes: field("used_memory")?.parse().map_err(|_| Error::Reply {
+                script: "INFO",
+                detail: "used_memory is not an integer".into(),
+            })?,
+            cpu_seconds: number("used_cpu_sys")? + number("used_cpu_user")?,
+        })
     }
 
     /// Round trip to Redis: `PING`.
@@ -307,6 +384,15 @@ impl Store {
     fn now_arg(&self) -> String {
         self.inner.clock.script_arg()
     }
+}
+
+/// What a Redis server has used, from `INFO`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerUsage {
+    /// `used_memory`: bytes Redis has allocated now.
+    pub used_memory_bytes: u64,
+    /// `used_cpu_sys + used_cpu_user`: CPU seconds since the server started.
+    pub cpu_seconds: f64,
 }
 
 /// Milliseconds of a duration as a script argument.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use fred::prelude::*;
 use serde::Serialize;
 
+use super::keys::Index;
 use super::{Name, Store};
 use crate::error::{Error, Result};
 use crate::task::{
@@ -212,24 +213,25 @@ impl Store {
             )));
         }
         let page = filter.page.max(1);
+        // Index names, from which list.lua derives the index keys.
         let mut indexes = Vec::new();
         if let Some(s) = filter.status {
-            indexes.push(format!("status:{}", s.as_str()));
+            indexes.push(Index::Status(s).name());
         }
         if let Some(p) = filter.priority {
-            indexes.push(format!("prio:{}", p.as_str()));
+            indexes.push(Index::Priority(p).name());
         }
         if let Some(a) = &filter.agent_id {
             validate_ident("agentId", a, 128, &[])?;
-            indexes.push(format!("agent:{a}"));
+            indexes.push(Index::Agent(a).name());
         }
         if let Some(t) = &filter.task_type {
             validate_ident("taskType", t, 128, &[])?;
-            indexes.push(format!("type:{t}"));
+            indexes.push(Index::TaskType(t).name());
         }
         if let Some(o) = &filter.owner_id {
             validate_ident("ownerId", o, 128, OWNER_EXTRA_CHARS)?;
-            indexes.push(format!("owner:{o}"));
+            indexes.push(Index::Owner(o).name());
         }
         // Order scores are createdAt * 1000 + a per-millisecond counter.
         let out_of_range = |what: &str| Error::Validation(format!("{what} is out of range"));

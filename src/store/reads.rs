@@ -13,7 +13,7 @@ use fred::prelude::*;
 
 use super::batch::{Batcher, Job};
 use super::{Name, Store};
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisErrorKind, Result};
 
 /// Most reads one call carries. A group runs as one atomic call and its
 /// reply holds every record, so this also bounds how long one call holds
@@ -31,12 +31,7 @@ pub(super) type ReadGroup = Batcher<String, Pairs>;
 pub(super) fn read_group() -> ReadGroup {
     // The store is going away: answered like an unreachable Redis (503 at the
     // API), not as an internal error.
-    Batcher::new(|why| {
-        Error::Redis(fred::error::Error::new(
-            fred::error::ErrorKind::Canceled,
-            format!("read group {why}"),
-        ))
-    })
+    Batcher::new(|why| super::redis_error::unavailable(format!("read group {why}")))
 }
 
 pub(super) fn start_read_group(store: &Store) {
@@ -53,14 +48,7 @@ pub(super) fn start_read_group(store: &Store) {
 /// Whether a failed group call failed for the connection (every read would
 /// fail the same way now) rather than for one record.
 fn connection_failure(e: &Error) -> bool {
-    use fred::error::ErrorKind;
-    matches!(
-        e,
-        Error::Redis(r) if matches!(
-            r.kind(),
-            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
-        )
-    )
+    matches!(e, Error::Redis(r) if r.kind() == RedisErrorKind::Unavailable)
 }
 
 impl Store {

@@ -208,7 +208,7 @@ impl Scripts {
                     e.details()
                 )))
             }
-            Err(e) => Err(Error::Redis(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -229,7 +229,7 @@ impl Scripts {
         let started = std::time::Instant::now();
         let mut result = self.fcall(pool, function, prefix, args.clone()).await;
         if let Err(Error::Redis(e)) = &result
-            && e.details().contains("Function not found")
+            && e.message().contains("Function not found")
         {
             tracing::info!("Redis lost the function library: loading it again");
             result = match self.load_all(pool).await {
@@ -259,7 +259,7 @@ impl Scripts {
             .await
         {
             Ok(v) => Ok(v),
-            Err(e) => Err(refusal(e.details()).unwrap_or(Error::Redis(e))),
+            Err(e) => Err(refusal(e.details()).unwrap_or_else(|| e.into())),
         }
     }
 }

@@ -134,11 +134,7 @@ impl Store {
         // check by hand.
         let client = self.pool().next();
         if client.state() != ClientState::Connected {
-            return Err(fred::error::Error::new(
-                fred::error::ErrorKind::Canceled,
-                "Redis connection is down",
-            )
-            .into());
+            return Err(super::redis_error::unavailable("Redis connection is down"));
         }
         let pipe = client.pipeline();
         for day in from_day..=to_day {

@@ -555,18 +555,14 @@ async fn a_redis_that_lost_the_function_library_gets_it_back_on_the_next_call() 
     use fred::prelude::*;
     let redis = TestRedis::start();
     let store = redis.store().await;
+    let raw = raw_redis(&redis.url()).await;
     let first = store
         .create(NewTask::new("a", "t", json!(1)))
         .await
         .unwrap();
     // As after a FUNCTION FLUSH, or a fresh Redis behind the same address.
-    let _: () = store.pool().next().function_flush(false).await.unwrap();
-    let libraries: fred::types::Value = store
-        .pool()
-        .next()
-        .function_list(None::<String>, false)
-        .await
-        .unwrap();
+    let _: () = raw.function_flush(false).await.unwrap();
+    let libraries: fred::types::Value = raw.function_list(None::<String>, false).await.unwrap();
     assert!(!format!("{libraries:?}").contains("taskherd_"));
 
     let second = store
@@ -578,12 +574,7 @@ async fn a_redis_that_lost_the_function_library_gets_it_back_on_the_next_call() 
         task(&store, &first.task.id).await.status,
         TaskStatus::Queued
     );
-    let libraries: fred::types::Value = store
-        .pool()
-        .next()
-        .function_list(None::<String>, false)
-        .await
-        .unwrap();
+    let libraries: fred::types::Value = raw.function_list(None::<String>, false).await.unwrap();
     assert!(format!("{libraries:?}").contains("taskherd_"));
 }
 
@@ -592,6 +583,7 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
     use fred::prelude::*;
     let redis = TestRedis::start();
     let store = redis.store().await;
+    let raw = raw_redis(&redis.url()).await;
     let running = store
         .create(NewTask::new("a1", "t", json!({ "n": 1 })))
         .await
@@ -611,11 +603,7 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
     let claimed = store.claim(&claim_req).await.unwrap();
     assert_eq!(claimed[0].id, running.id);
 
-    let info: String = store
-        .pool()
-        .info(Some(fred::types::InfoKind::Memory))
-        .await
-        .unwrap();
+    let info: String = raw.info(Some(fred::types::InfoKind::Memory)).await.unwrap();
     let used: u64 = info
         .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -623,8 +611,7 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
         .trim()
         .parse()
         .unwrap();
-    let _: () = store
-        .pool()
+    let _: () = raw
         .config_set("maxmemory", (used / 2).to_string())
         .await
         .unwrap();
@@ -686,7 +673,7 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
     store.cleanup(Duration::ZERO).await.unwrap();
 
     // Memory back: new work is taken again.
-    let _: () = store.pool().config_set("maxmemory", "0").await.unwrap();
+    let _: () = raw.config_set("maxmemory", "0").await.unwrap();
     store
         .create(NewTask::new("a1", "t", json!({ "n": 3 })))
         .await
@@ -742,8 +729,8 @@ async fn a_reply_lost_to_a_connection_reset_is_safe_to_retry() {
         "the repeat names the task the lost call made"
     );
     let all: u64 = fred::interfaces::SortedSetsInterface::zcard(
-        direct.pool(),
-        format!("{}idx:all", direct.keys().prefix()),
+        &*raw_redis(&redis.url()).await,
+        direct.keys().index(taskherd::store::Index::All),
     )
     .await
     .unwrap();

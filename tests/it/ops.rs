@@ -19,13 +19,7 @@ use crate::support::*;
 
 /// A subscriber to the namespace's signal channel.
 async fn listen_to_signals(redis: &TestRedis, store: &Store) -> SubscriberClient {
-    let subscriber = taskherd::store::redis_builder(&redis.url())
-        .unwrap()
-        .build_subscriber_client()
-        .unwrap();
-    subscriber.init().await.unwrap();
-    subscriber.subscribe(store.keys().signal()).await.unwrap();
-    subscriber
+    raw_subscriber(&redis.url(), store.keys().signal()).await
 }
 
 /// Creates `n` tasks of `agent` in batches.
@@ -378,7 +372,11 @@ async fn node_ids(store: &Store) -> Vec<String> {
 }
 
 async fn entries(store: &Store) -> Vec<String> {
-    let mut fields: Vec<String> = store.pool().hkeys(store.keys().nodes()).await.unwrap();
+    let mut fields: Vec<String> = raw_redis(store.redis_url())
+        .await
+        .hkeys(store.keys().nodes())
+        .await
+        .unwrap();
     fields.sort();
     fields
 }
@@ -474,14 +472,11 @@ async fn a_stale_or_unreadable_node_entry_is_left_out_and_deleted() {
     fresh.last_seen_at = now - 14_000;
     let mut old = node("old", &["worker"]);
     old.last_seen_at = now - 16_000;
-    let fields = vec![
-        ("fresh", serde_json::to_string(&fresh).unwrap()),
-        ("old", serde_json::to_string(&old).unwrap()),
-        ("garbled", "{not json".to_string()),
-    ];
-    let _: i64 = store
-        .pool()
-        .hset(store.keys().nodes(), fields)
+    store.put_node(&fresh).await.unwrap();
+    store.put_node(&old).await.unwrap();
+    let _: i64 = raw_redis(&redis.url())
+        .await
+        .hset(store.keys().nodes(), ("garbled", "{not json"))
         .await
         .unwrap();
 
@@ -507,8 +502,8 @@ async fn a_node_writes_its_entry_again_after_redis_comes_back() {
     .await;
 
     redis.restart();
-    let _: i64 = wait_until("redis answers again", Duration::from_secs(20), || async {
-        store.pool().hdel(store.keys().nodes(), "n1").await.ok()
+    wait_until("redis answers again", Duration::from_secs(20), || async {
+        store.remove_node("n1").await.ok()
     })
     .await;
     wait_until(

@@ -755,6 +755,7 @@ async fn statistics_refuse_bad_identifiers_and_bound_their_range() {
 async fn cleanup_removes_old_terminal_tasks_from_every_index_and_keeps_statistics() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     // Work at midday, so "now" stays on one UTC day across the retention edge.
     advance_ms(&store, DAY_MS as u64 / 2);
     let owned = |agent: &str, key: Option<&str>| NewTask {
@@ -836,16 +837,9 @@ async fn cleanup_removes_old_terminal_tasks_from_every_index_and_keeps_statistic
     // 7 task records and 6 idempotency keys at least (emptied indexes go too).
     assert!(dbsize(&store).await <= keys_before - 7 - 6);
 
-    let all_keys: Vec<String> = store
-        .pool()
-        .next()
-        .custom(fred::cmd!("KEYS"), vec!["*"])
-        .await
-        .unwrap();
+    let all_keys: Vec<String> = raw.custom(fred::cmd!("KEYS"), vec!["*"]).await.unwrap();
     for key in &all_keys {
-        let kind: String = store
-            .pool()
-            .next()
+        let kind: String = raw
             .custom(fred::cmd!("TYPE"), vec![key.as_str()])
             .await
             .unwrap();
@@ -860,10 +854,7 @@ async fn cleanup_removes_old_terminal_tasks_from_every_index_and_keeps_statistic
         assert!(store.get(id).await.unwrap().is_none(), "{id} still stored");
     }
     let idem: Vec<&String> = all_keys.iter().filter(|k| k.contains("idem:")).collect();
-    assert_eq!(
-        idem,
-        vec![&format!("{}idem:ann:live", store.keys().prefix())]
-    );
+    assert_eq!(idem, vec![&store.keys().idempotency("ann", "live")]);
     assert_eq!(
         zmembers(&store, &store.keys().finished()).await,
         vec![recent.id.clone()]
@@ -1020,6 +1011,7 @@ async fn a_p95_past_the_largest_bucket_is_reported_as_that_bound() {
 async fn every_stats_hash_expires_and_a_later_write_keeps_its_ttl() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let stats_ttl_ms = (MAX_DAYS + 35) * DAY_MS;
     let key = store.keys().stats(T0_MS.div_euclid(DAY_MS));
     create(&store, task_for("a1")).await;
@@ -1029,7 +1021,7 @@ async fn every_stats_hash_expires_and_a_later_write_keeps_its_ttl() {
         "ttl {ttl}"
     );
     // Only a hash without a TTL gets one: later writes leave it alone.
-    let _: bool = store.pool().pexpire(&key, 1_000_000, None).await.unwrap();
+    let _: bool = raw.pexpire(&key, 1_000_000, None).await.unwrap();
     let c = claim_one(&store, "a1").await;
     complete_ok(&store, &c).await;
     let ttl = pttl(&store, &key).await;
@@ -1047,20 +1039,18 @@ async fn every_stats_hash_expires_and_a_later_write_keeps_its_ttl() {
 async fn concurrent_gets_each_get_their_own_record_and_a_bad_key_fails_alone() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let all = mixed_tasks(&store, 200).await;
     let missing: Vec<String> = (0..50).map(|_| taskherd::task::new_task_id()).collect();
     // A record key holding a string: its HGETALL fails with WRONGTYPE.
     let broken = taskherd::task::new_task_id();
-    let _: () = store
-        .pool()
+    let _: () = raw
         .set(store.keys().task(&broken), "not a hash", None, None, false)
         .await
         .unwrap();
 
     let fcalls = || async {
-        let info: String = store
-            .pool()
-            .next()
+        let info: String = raw
             .custom(fred::cmd!("INFO"), vec!["commandstats"])
             .await
             .unwrap();

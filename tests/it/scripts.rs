@@ -22,6 +22,7 @@ use crate::support::*;
 async fn create_stores_a_queued_task_in_its_ready_queue_and_every_index() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let new = NewTask {
         priority: Priority::High,
         owner_id: Some("ann@example.com".into()),
@@ -59,7 +60,7 @@ async fn create_stores_a_queued_task_in_its_ready_queue_and_every_index() {
     }
     assert!(zmembers(&store, &k.delayed()).await.is_empty());
     assert_eq!(count(&store, "writer", "QUEUED").await, 1);
-    let agents: Vec<String> = store.pool().smembers(k.agents()).await.unwrap();
+    let agents: Vec<String> = raw.smembers(k.agents()).await.unwrap();
     assert_eq!(agents, vec!["writer".to_string()]);
     assert_eq!(stat(&store, T0_MS, "writer|summarise|created").await, 1);
     let evs = events(&store).await;
@@ -1610,10 +1611,11 @@ async fn audit_of_agreeing_indexes_changes_nothing_and_refuses_bad_limits() {
 async fn audit_gives_a_lost_lease_entry_back_and_the_reaper_then_ends_the_attempt() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let t = create(&store, task_for("a1")).await;
     let c = claim_one(&store, "a1").await;
     let k = store.keys();
-    let _: i64 = store.pool().zrem(k.processing(), &t.id).await.unwrap();
+    let _: i64 = raw.zrem(k.processing(), &t.id).await.unwrap();
     advance_ms(&store, LEASE.as_millis() as u64 + 1);
     assert_eq!(store.reap(100).await.unwrap().handled, 0, "nothing to reap");
 
@@ -1633,14 +1635,15 @@ async fn audit_gives_a_lost_lease_entry_back_and_the_reaper_then_ends_the_attemp
 async fn audit_puts_queued_tasks_that_left_their_queue_back_in_it() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let k = store.keys();
     let older = create(&store, task_at("a1", Priority::High)).await;
     let newer = create(&store, task_at("a1", Priority::High)).await;
     let later = create(&store, task_due("a1", T0_MS + 60_000)).await;
     let ready = k.ready("a1", 1);
     let seq = zscore(&store, &ready, &older.id).await.unwrap();
-    let _: i64 = store.pool().zrem(&ready, &older.id).await.unwrap();
-    let _: i64 = store.pool().zrem(k.delayed(), &later.id).await.unwrap();
+    let _: i64 = raw.zrem(&ready, &older.id).await.unwrap();
+    let _: i64 = raw.zrem(k.delayed(), &later.id).await.unwrap();
     assert_eq!(claim(&store, "a1", 10).await[0].id, newer.id);
 
     let a = store.audit(AUDIT_BATCH).await.unwrap();
@@ -1661,18 +1664,17 @@ async fn audit_puts_queued_tasks_that_left_their_queue_back_in_it() {
 async fn audit_removes_the_entries_of_deleted_records_and_moves_misfiled_ones() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let k = store.keys();
     let leased = create(&store, task_for("a1")).await;
     let waiting = create(&store, task_for("a1")).await;
     let misfiled = create(&store, task_for("a2")).await;
     assert_eq!(claim_one(&store, "a1").await.id, leased.id);
-    let _: i64 = store
-        .pool()
+    let _: i64 = raw
         .del(vec![k.task(&leased.id), k.task(&waiting.id)])
         .await
         .unwrap();
-    let _: () = store
-        .pool()
+    let _: () = raw
         .hset(k.task(&misfiled.id), ("status", "CANCELLED"))
         .await
         .unwrap();
@@ -1715,11 +1717,12 @@ async fn audit_removes_the_entries_of_deleted_records_and_moves_misfiled_ones() 
 async fn audit_walks_a_large_index_in_slices_and_starts_over() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let ready = store.keys().ready("a1", 2);
     for _ in 0..5 {
         create(&store, task_for("a1")).await;
     }
-    let _: i64 = store.pool().del(&ready).await.unwrap();
+    let _: i64 = raw.del(&ready).await.unwrap();
     let mut slices = Vec::new();
     loop {
         let a = store.audit(2).await.unwrap();
@@ -1739,6 +1742,7 @@ async fn audit_walks_a_large_index_in_slices_and_starts_over() {
 async fn audit_stops_where_its_agent_lookup_budget_runs_out_and_goes_on_from_there() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;
+    let raw = raw_redis(&redis.url()).await;
     let k = store.keys();
     for agent in ["a0", "a2", "a3"] {
         create(&store, task_for(agent)).await;
@@ -1747,8 +1751,7 @@ async fn audit_stops_where_its_agent_lookup_budget_runs_out_and_goes_on_from_the
     for _ in 0..3 {
         ghosts.push(create(&store, task_for("a1")).await.id);
     }
-    let _: i64 = store
-        .pool()
+    let _: i64 = raw
         .del(ghosts.iter().map(|id| k.task(id)).collect::<Vec<_>>())
         .await
         .unwrap();

@@ -37,9 +37,8 @@ async fn a_node_runs_an_echo_task_to_completion() {
 #[tokio::test]
 async fn health_warns_when_redis_may_evict_tasks() {
     let redis = TestRedis::start();
-    let admin = redis.store().await;
     let _: () = fred::interfaces::ConfigInterface::config_set(
-        admin.pool().next(),
+        &*raw_redis(&redis.url()).await,
         "maxmemory-policy",
         "allkeys-lru",
     )

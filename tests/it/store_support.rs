@@ -1,6 +1,8 @@
 //! Helpers for the store-layer tests (scripts, ordering, retries, read side,
 //! claimers): stores on a manual clock with a chosen configuration, raw
-//! snapshots of the Redis database, and readers for the event stream.
+//! snapshots of the Redis database (each helper opens its own connection to
+//! the store's Redis: `support::raw_redis`), and readers for the event
+//! stream.
 
 #![allow(dead_code)]
 
@@ -14,7 +16,9 @@ use taskherd::clock::Clock;
 use taskherd::store::{ClaimRequest, ClaimedTask, Completion, Failure, Store, StoreConfig};
 use taskherd::task::{NewTask, Priority, Task};
 
-use crate::support::{T0_MS, TestRedis};
+// TEMPORARY, for `events()` only (see `raw::EventReaderPool`).
+use crate::support::raw::EventReaderPool;
+use crate::support::{T0_MS, TestRedis, raw_redis};
 
 /// The lease the store tests claim with unless a test is about leases.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -122,15 +126,14 @@ pub fn failure(c: &ClaimedTask, retryable: bool, timed_out: bool) -> Failure {
 /// Every key in the database with its DUMP (content, not TTL): equal
 /// snapshots mean nothing was written.
 pub async fn snapshot(store: &Store) -> BTreeMap<String, Value> {
-    let keys: Vec<String> = store
-        .pool()
-        .next()
+    let raw = raw_redis(store.redis_url()).await;
+    let keys: Vec<String> = raw
         .custom(fred::cmd!("KEYS"), vec!["*"])
         .await
         .expect("KEYS");
     let mut out = BTreeMap::new();
     for key in keys {
-        let dump: Value = store.pool().dump(key.as_str()).await.expect("DUMP");
+        let dump: Value = raw.dump(key.as_str()).await.expect("DUMP");
         out.insert(key, dump);
     }
     out
@@ -153,13 +156,17 @@ pub fn assert_unchanged(before: &BTreeMap<String, Value>, after: &BTreeMap<Strin
 
 /// DBSIZE.
 pub async fn dbsize(store: &Store) -> u64 {
-    store.pool().dbsize().await.expect("DBSIZE")
+    raw_redis(store.redis_url())
+        .await
+        .dbsize()
+        .await
+        .expect("DBSIZE")
 }
 
 /// Members of a sorted set, lowest score first.
 pub async fn zmembers(store: &Store, key: &str) -> Vec<String> {
-    store
-        .pool()
+    raw_redis(store.redis_url())
+        .await
         .zrange(key, 0, -1, None, false, None, false)
         .await
         .expect("ZRANGE")
@@ -167,13 +174,17 @@ pub async fn zmembers(store: &Store, key: &str) -> Vec<String> {
 
 /// Score of a member of a sorted set.
 pub async fn zscore(store: &Store, key: &str, member: &str) -> Option<f64> {
-    store.pool().zscore(key, member).await.expect("ZSCORE")
+    raw_redis(store.redis_url())
+        .await
+        .zscore(key, member)
+        .await
+        .expect("ZSCORE")
 }
 
 /// The raw task hash.
 pub async fn task_hash(store: &Store, id: &str) -> HashMap<String, String> {
-    store
-        .pool()
+    raw_redis(store.redis_url())
+        .await
         .hgetall(store.keys().task(id))
         .await
         .expect("HGETALL")
@@ -181,8 +192,8 @@ pub async fn task_hash(store: &Store, id: &str) -> HashMap<String, String> {
 
 /// The live count of `agent|STATUS` (0 when absent).
 pub async fn count(store: &Store, agent: &str, status: &str) -> i64 {
-    let v: Option<i64> = store
-        .pool()
+    let v: Option<i64> = raw_redis(store.redis_url())
+        .await
         .hget(store.keys().counts(), format!("{agent}|{status}"))
         .await
         .expect("HGET counts");
@@ -191,7 +202,7 @@ pub async fn count(store: &Store, agent: &str, status: &str) -> i64 {
 
 /// Key of an index zset (`idx:<name>`), e.g. `status:QUEUED`, `agent:a1`.
 pub fn idx(store: &Store, name: &str) -> String {
-    format!("{}idx:{name}", store.keys().prefix())
+    store.keys().index_named(name)
 }
 
 /// Every event on the stream, oldest first, as field maps.
@@ -228,8 +239,8 @@ pub async fn events_of(store: &Store, id: &str) -> Vec<String> {
 
 /// The statistics field `<agent>|<type>|<metric>` of the UTC day holding `at_ms`.
 pub async fn stat(store: &Store, at_ms: i64, field: &str) -> i64 {
-    let v: Option<String> = store
-        .pool()
+    let v: Option<String> = raw_redis(store.redis_url())
+        .await
         .hget(store.keys().stats(at_ms.div_euclid(86_400_000)), field)
         .await
         .expect("HGET stats");
@@ -263,9 +274,8 @@ pub async fn eval_script(store: &Store, stem: &str, args: &[&str]) -> Result<Val
     }
     let mut cmd_args = vec![source, "1".into(), store.keys().prefix().to_string()];
     cmd_args.extend(args.iter().map(|a| a.to_string()));
-    store
-        .pool()
-        .next()
+    raw_redis(store.redis_url())
+        .await
         .custom::<Value, _>(fred::cmd!("EVAL"), cmd_args)
         .await
         .map_err(|e| e.details().to_string())
@@ -273,5 +283,9 @@ pub async fn eval_script(store: &Store, stem: &str, args: &[&str]) -> Result<Val
 
 /// PTTL of a key (ms; -1 without a TTL, -2 when missing).
 pub async fn pttl(store: &Store, key: &str) -> i64 {
-    store.pool().pttl(key).await.expect("PTTL")
+    raw_redis(store.redis_url())
+        .await
+        .pttl(key)
+        .await
+        .expect("PTTL")
 }

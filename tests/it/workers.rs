@@ -728,7 +728,7 @@ async fn the_nodes_auditor_brings_back_a_task_that_lost_its_queue_entry() {
     // Damage by hand: the task is QUEUED but in no ready set, so no claim
     // can find it.
     let _: i64 = fred::interfaces::SortedSetsInterface::zrem(
-        store.pool(),
+        &*raw_redis(&redis.url()).await,
         store.keys().ready("echo", 2),
         &id,
     )

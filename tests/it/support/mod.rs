@@ -1,7 +1,14 @@
 //! Test support: a private redis-server per test, stores and in-process nodes
-//! bound to port 0, a child-process node for kill -9, and `wait_until`.
+//! bound to port 0, a child-process node for kill -9, `wait_until`, and raw
+//! Redis connections of the test's own (`raw`).
 
 #![allow(dead_code)]
+
+pub mod raw;
+
+pub use raw::{raw_redis, raw_subscriber};
+// TEMPORARY, for `all_events()` only (see `raw::EventReaderPool`).
+use raw::EventReaderPool;
 
 use std::future::Future;
 use std::path::PathBuf;
