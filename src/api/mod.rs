@@ -17,6 +17,7 @@ mod health;
 mod metrics;
 pub mod models;
 pub mod ratelimit;
+mod spec;
 mod tasks;
 mod workers;
 
@@ -35,6 +36,7 @@ use crate::queue::Queue;
 use crate::worker::Runtime;
 use error::ApiError;
 use ratelimit::RateLimiter;
+pub use spec::{IDENT_PATTERN, spec_json};
 
 /// HTTP settings of a node.
 #[derive(Clone, Debug)]
@@ -105,100 +107,6 @@ async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     Ok(principal)
 }
 
-/// The OpenAPI document of the REST API (JSON), as served at
-/// `/api/openapi.json`.
-pub fn spec_json() -> String {
-    let spec = openapi().spec();
-    match serde_json::from_str::<serde_json::Value>(&spec) {
-        Ok(mut v) => {
-            complete_spec(&mut v);
-            v.to_string()
-        }
-        Err(_) => spec,
-    }
-}
-
-/// Identifiers (agentId, taskType, idempotency keys): what
-/// `task::validate_ident` accepts.
-pub const IDENT_PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
-
-/// Request bodies that refuse unknown fields (`deny_unknown_fields`).
-const CLOSED_SCHEMAS: [&str; 9] = [
-    "CreateTaskRequest",
-    "BatchCreateRequest",
-    "ClaimRequest",
-    "StartRequest",
-    "HeartbeatRequest",
-    "CompleteRequest",
-    "FailRequest",
-    "AgentInput",
-    "TaskMetrics",
-];
-
-/// What poem-openapi cannot say itself: closed request bodies
-/// (`additionalProperties: false`), and the limits of a task to create, which
-/// the queue checks item by item (so a refused batch names each bad item)
-/// rather than the body parser.
-fn complete_spec(spec: &mut serde_json::Value) {
-    use serde_json::json;
-    let schemas = &mut spec["components"]["schemas"];
-    for name in CLOSED_SCHEMAS {
-        if let Some(schema) = schemas.get_mut(name).and_then(|s| s.as_object_mut()) {
-            schema.insert("additionalProperties".into(), json!(false));
-            // Optional fields accept an explicit null (read as absent).
-            let required: Vec<String> = schema
-                .get("required")
-                .and_then(|r| r.as_array())
-                .map(|r| {
-                    r.iter()
-                        .filter_map(|f| f.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
-                for (field, prop) in props.iter_mut() {
-                    if !required.contains(field)
-                        && let Some(prop) = prop.as_object_mut()
-                    {
-                        prop.insert("nullable".into(), json!(true));
-                    }
-                }
-            }
-        }
-    }
-    let limits = crate::task::Limits::default();
-    let ident = json!({"pattern": IDENT_PATTERN, "minLength": 1, "maxLength": limits.max_id_len});
-    let props = &mut schemas["CreateTaskRequest"]["properties"];
-    let constraints = [
-        ("agentId", ident.clone()),
-        ("taskType", ident.clone()),
-        ("idempotencyKey", ident),
-        (
-            "maxRetries",
-            json!({"minimum": 0, "maximum": limits.max_retries}),
-        ),
-        (
-            "timeoutMs",
-            json!({"minimum": 1, "maximum": limits.max_timeout_ms}),
-        ),
-        ("estimatedCost", json!({"minimum": 0, "maximum": 1e15})),
-        (
-            "runAt",
-            json!({"minimum": 0, "maximum": crate::task::MAX_RUN_AT_MS}),
-        ),
-    ];
-    for (field, extra) in constraints {
-        if let (Some(p), Some(extra)) = (
-            props.get_mut(field).and_then(|p| p.as_object_mut()),
-            extra.as_object(),
-        ) {
-            for (k, v) in extra {
-                p.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
 /// The methods each path of the spec serves, for the `Allow` header of 405
 /// answers: (path segments, `None` for a `{param}`), methods.
 struct AllowTable(Vec<(Vec<Option<String>>, String)>);
@@ -264,8 +172,8 @@ fn openapi() -> OpenApiService<
     .description(
         "Redis-native distributed job queue for AI-agent tasks. Every route but \
          health and docs needs `Authorization: Bearer <JWT>` (HS256). Errors have \
-         one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`. Times are \
-         Unix milliseconds.",
+         one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`. Times in \
+         responses are Unix milliseconds; date filters also accept RFC 3339.",
     )
 }
 

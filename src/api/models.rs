@@ -4,8 +4,10 @@
 
 use std::borrow::Cow;
 
-use poem_openapi::registry::MetaSchemaRef;
-use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{
+    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
+};
 use poem_openapi::{Object, Tags};
 use serde_json::Value;
 
@@ -132,6 +134,179 @@ pub struct BatchCreateRequest {
     /// The tasks.
     #[oai(validator(min_items = 1, max_items = 100))]
     pub tasks: Vec<CreateTaskRequest>,
+}
+
+/// Most tasks in one batch.
+pub const MAX_BATCH_TASKS: usize = 100;
+
+/// A batch body in either form: `{"tasks": [...]}` or the seeds' bare array
+/// of tasks. Both hold 1 to 100 tasks.
+#[derive(Debug)]
+pub struct BatchCreateBody(pub Vec<CreateTaskRequest>);
+
+impl BatchCreateBody {
+    /// The tasks, in request order.
+    pub fn into_tasks(self) -> Vec<CreateTaskRequest> {
+        self.0
+    }
+}
+
+impl Type for BatchCreateBody {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "BatchCreateBody".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let bare = MetaSchema {
+            ty: "array",
+            description: Some("The tasks alone (the seeds' form)."),
+            items: Some(Box::new(CreateTaskRequest::schema_ref())),
+            min_items: Some(1),
+            max_items: Some(MAX_BATCH_TASKS),
+            ..MetaSchema::ANY
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some(
+                "`{\"tasks\": [...]}` or a bare array of tasks; 1 to 100 either way.",
+            ),
+            one_of: vec![
+                BatchCreateRequest::schema_ref(),
+                MetaSchemaRef::Inline(Box::new(bare)),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn register(registry: &mut Registry) {
+        BatchCreateRequest::register(registry);
+        CreateTaskRequest::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for BatchCreateBody {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::Array(items)) => {
+                if !(1..=MAX_BATCH_TASKS).contains(&items.len()) {
+                    return Err(ParseError::custom(format!(
+                        "a batch holds 1 to {MAX_BATCH_TASKS} tasks, not {}",
+                        items.len()
+                    )));
+                }
+                Vec::<CreateTaskRequest>::parse_from_json(Some(Value::Array(items)))
+                    .map(BatchCreateBody)
+                    .map_err(ParseError::propagate)
+            }
+            Some(object @ Value::Object(_)) => BatchCreateRequest::parse_from_json(Some(object))
+                .map(|b| BatchCreateBody(b.tasks))
+                .map_err(ParseError::propagate),
+            _ => Err(ParseError::custom(
+                "expected {\"tasks\": [...]} or an array of tasks",
+            )),
+        }
+    }
+}
+
+/// Latest time a query takes as Unix ms: 9999-12-31T23:59:59.999Z.
+pub const MAX_QUERY_UNIX_MS: i64 = 253_402_300_799_999;
+
+/// A time in a query string, given as Unix ms (0 to [`MAX_QUERY_UNIX_MS`])
+/// or as an RFC 3339 date-time with `Z` or an offset
+/// (`2026-12-01T10:00:00Z`, `2026-12-01T12:00:00.5+02:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryTime {
+    /// The time as Unix ms (before 1970 negative, from a date-time).
+    pub unix_ms: i64,
+}
+
+impl QueryTime {
+    /// Reads `value` as Unix ms or an RFC 3339 date-time.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if let Ok(ms) = value.parse::<i64>() {
+            if !(0..=MAX_QUERY_UNIX_MS).contains(&ms) {
+                return Err(format!(
+                    "Unix ms must be from 0 to {MAX_QUERY_UNIX_MS}, not {ms}"
+                ));
+            }
+            return Ok(Self { unix_ms: ms });
+        }
+        let refused = || {
+            format!(
+                "expected Unix ms or an RFC 3339 date-time such as 2026-12-01T10:00:00Z, not {value:?}"
+            )
+        };
+        // RFC 3339 separates date and time with `T` (time's parser takes any
+        // character there).
+        if !matches!(value.as_bytes().get(10), Some(b'T' | b't')) {
+            return Err(refused());
+        }
+        let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| refused())?;
+        let ms = at.unix_timestamp_nanos().div_euclid(1_000_000);
+        i64::try_from(ms)
+            .map(|unix_ms| Self { unix_ms })
+            .map_err(|_| refused())
+    }
+}
+
+impl Type for QueryTime {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "unix_ms_or_date_time".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let unix_ms = MetaSchema {
+            description: Some("Unix ms."),
+            minimum: Some(0.0),
+            maximum: Some(MAX_QUERY_UNIX_MS as f64),
+            ..MetaSchema::new_with_format("integer", "int64")
+        };
+        let date_time = MetaSchema {
+            description: Some("RFC 3339, with Z or an offset, e.g. 2026-12-01T10:00:00Z."),
+            ..MetaSchema::new_with_format("string", "date-time")
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![
+                MetaSchemaRef::Inline(Box::new(unix_ms)),
+                MetaSchemaRef::Inline(Box::new(date_time)),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromParameter for QueryTime {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Self::parse(value).map_err(ParseError::custom)
+    }
 }
 
 /// The tasks of an accepted batch, in request order.
@@ -390,6 +565,49 @@ impl From<crate::nodes::NodeInfo> for NodeInfo {
             last_seen_at: n.last_seen_at,
             roles: n.roles,
             worker: n.worker,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(value: &str) -> Result<i64, String> {
+        QueryTime::parse(value).map(|t| t.unix_ms)
+    }
+
+    #[test]
+    fn a_query_time_is_unix_ms_or_an_rfc3339_instant() {
+        assert_eq!(ms("0"), Ok(0));
+        assert_eq!(ms("1796196158443"), Ok(1_796_196_158_443));
+        assert_eq!(ms("2026-12-01T10:00:00Z"), Ok(1_796_119_200_000));
+        assert_eq!(ms("2026-12-01t10:00:00z"), Ok(1_796_119_200_000));
+        assert_eq!(ms("2026-12-01T12:30:00.250+02:30"), Ok(1_796_119_200_250));
+        assert_eq!(ms("2026-12-01T00:00:00-10:00"), Ok(1_796_119_200_000));
+        // Before 1970 the milliseconds round down, like the days of statistics.
+        assert_eq!(ms("1969-12-31T23:59:59.9995Z"), Ok(-1));
+        assert_eq!(ms("9999-12-31T23:59:59.999Z"), Ok(MAX_QUERY_UNIX_MS));
+    }
+
+    #[test]
+    fn a_query_time_that_is_neither_form_is_refused() {
+        for bad in [
+            "-1",
+            "253402300800000",
+            "",
+            "yesterday",
+            "2026-12-01",
+            "2026-12-01T10:00:00",
+            "2026-12-01 10:00:00Z",
+            "2026-12-01x10:00:00Z",
+            "2026-02-30T10:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T10:00:00+24:00",
+            "2026-12-01T10:00:00Z ",
+            "1.5",
+        ] {
+            assert!(ms(bad).is_err(), "{bad:?} was accepted");
         }
     }
 }

@@ -10,7 +10,8 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::error::{Errors, status as s};
 use super::models::{
-    ApiTags, BatchCreateRequest, BatchCreateResult, CleanupResult, CreateTaskRequest, TimeoutResult,
+    ApiTags, BatchCreateBody, BatchCreateResult, CleanupResult, CreateTaskRequest, QueryTime,
+    TimeoutResult,
 };
 use super::{AppState, BearerAuth};
 use crate::store::{ListFilter, QueueStatus, Statistics, StatsFilter, TaskPage};
@@ -96,18 +97,14 @@ impl TasksApi {
             validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
         )]
         task_type: Query<Option<String>>,
-        /// Created at or after (Unix ms).
-        #[oai(
-            name = "startDate",
-            validator(minimum(value = "0"), maximum(value = "253402300799999"))
-        )]
-        start_date: Query<Option<i64>>,
-        /// Created at or before (Unix ms); before startDate: nothing matches.
-        #[oai(
-            name = "endDate",
-            validator(minimum(value = "0"), maximum(value = "253402300799999"))
-        )]
-        end_date: Query<Option<i64>>,
+        /// Created at or after (Unix ms, or RFC 3339 such as
+        /// 2026-12-01T10:00:00Z).
+        #[oai(name = "startDate")]
+        start_date: Query<Option<QueryTime>>,
+        /// Created at or before (Unix ms, or RFC 3339); before startDate:
+        /// nothing matches.
+        #[oai(name = "endDate")]
+        end_date: Query<Option<QueryTime>>,
         /// Page number, 1 to 100 (deeper: follow `nextCursor`).
         #[oai(
             default = "default_page",
@@ -130,8 +127,8 @@ impl TasksApi {
             agent_id: agent_id.0,
             task_type: task_type.0,
             owner_id: None,
-            created_from_ms: start_date.0,
-            created_to_ms: end_date.0,
+            created_from_ms: start_date.0.map(|t| t.unix_ms),
+            created_to_ms: end_date.0.map(|t| t.unix_ms),
             page: page.0,
             limit: limit.0,
             cursor: cursor.0,
@@ -213,8 +210,9 @@ impl TasksApi {
 
     /// Create up to 100 tasks at once
     ///
-    /// All or nothing: when any item is invalid, nothing is created and the
-    /// 400 answer lists each refused item (`details.items[].index`).
+    /// The body is `{"tasks": [...]}` or a bare array of tasks. All or
+    /// nothing: when any item is invalid, nothing is created and the 400
+    /// answer lists each refused item (`details.items[].index`).
     #[oai(
         path = "/api/ai/tasks/batch",
         method = "post",
@@ -224,9 +222,14 @@ impl TasksApi {
         &self,
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
-        body: Json<BatchCreateRequest>,
+        body: Json<BatchCreateBody>,
     ) -> Result<BatchCreated, Errors<{ s::WITH_BODY | s::FORBIDDEN }>> {
-        let items = body.0.tasks.into_iter().map(|t| t.into_new()).collect();
+        let items = body
+            .0
+            .into_tasks()
+            .into_iter()
+            .map(|t| t.into_new())
+            .collect();
         let created = state.queue.create_batch(&principal, items).await?;
         let created_count = created.iter().filter(|c| c.created).count() as u32;
         let existing_count = created.len() as u32 - created_count;
@@ -283,25 +286,20 @@ impl TasksApi {
             validator(pattern = r"^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 128)
         )]
         task_type: Query<Option<String>>,
-        /// A time in the first day (Unix ms; default 29 days before endDate;
-        /// at most 366 days are counted, the latest; after endDate: none).
-        #[oai(
-            name = "startDate",
-            validator(minimum(value = "0"), maximum(value = "253402300799999"))
-        )]
-        start_date: Query<Option<i64>>,
-        /// A time in the last day (Unix ms; default now).
-        #[oai(
-            name = "endDate",
-            validator(minimum(value = "0"), maximum(value = "253402300799999"))
-        )]
-        end_date: Query<Option<i64>>,
+        /// A time in the first day (Unix ms, or RFC 3339 such as
+        /// 2026-12-01T10:00:00Z; default 29 days before endDate; at most 366
+        /// days are counted, the latest; after endDate: none).
+        #[oai(name = "startDate")]
+        start_date: Query<Option<QueryTime>>,
+        /// A time in the last day (Unix ms, or RFC 3339; default now).
+        #[oai(name = "endDate")]
+        end_date: Query<Option<QueryTime>>,
     ) -> Result<Json<Statistics>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
         let filter = StatsFilter {
             agent_id: agent_id.0,
             task_type: task_type.0,
-            from_ms: start_date.0,
-            to_ms: end_date.0,
+            from_ms: start_date.0.map(|t| t.unix_ms),
+            to_ms: end_date.0.map(|t| t.unix_ms),
         };
         Ok(Json(state.queue.statistics(&principal, &filter).await?))
     }

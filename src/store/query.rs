@@ -133,7 +133,8 @@ pub struct QueueStatus {
     pub agents: Vec<AgentQueue>,
     /// How long the oldest ready task has waited (ms).
     pub oldest_waiting_ms: Option<i64>,
-    /// healthy / warning / critical (see [`health_thresholds`]).
+    /// healthy / warning / critical (thresholds: `health_thresholds`, and the
+    /// queueStatus operation's description).
     pub queue_health: QueueHealth,
     /// When this snapshot was taken (ms, Redis clock).
     pub timestamp: i64,

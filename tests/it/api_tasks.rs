@@ -425,7 +425,10 @@ async fn lists_filter_page_and_count_correctly() {
         "status=DONE",
         "priority=MEGA",
         "startDate=yesterday",
-        "startDate=2000-01-02T00:00:00Z",
+        // RFC 3339 needs a valid time and an offset (accepted forms: api_spec.rs).
+        "startDate=2000-01-02T24:00:00Z",
+        "startDate=2000-01-02T00:00:00",
+        "startDate=2000-01-02",
         "startDate=-1",
         "page=101",
         "cursor=garbage",
@@ -486,7 +489,7 @@ async fn queue_status_statistics_and_nodes_describe_the_work() {
     assert_eq!(stats["successRate"], json!(100.0));
     assert_eq!(stats["byTaskType"]["greet"]["completed"], 1);
     alice
-        .get("/api/ai/tasks/statistics/summary?startDate=2020-01-01T00:00:00Z")
+        .get("/api/ai/tasks/statistics/summary?startDate=2020-01-01T00:00:00")
         .await
         .expect_error(400, "VALIDATION_ERROR");
     // A range longer than 366 days counts its last 366 days.

@@ -9,6 +9,7 @@
 
 mod api_auth;
 mod api_client;
+mod api_spec;
 mod api_tasks;
 mod api_workers;
 mod claimers;
