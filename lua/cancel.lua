@@ -4,15 +4,20 @@
 --   task:<id> HASH, ready/delayed/processing/finished ZSETs, idx:status:* ZSETs,
 --   counts HASH, stats:<day> HASH, events STREAM, signal channel
 -- ARGV: [1] now ms override or ""  [2] task id  [3] reason ("" for none)
--- Returns: "<status the task had (QUEUED or PROCESSING)>|<agent>|<taskType>"
--- Errors: TASK_NOT_FOUND, ALREADY_TERMINAL (nothing written)
+--   [4] owner the task must have ("" for any)  [5] agent it must have ("" for any)
+-- Returns: { "<status the task had (QUEUED or PROCESSING)>|<agent>|<taskType>",
+--   the record after the change as a flat HGETALL array }
+-- Errors: TASK_NOT_FOUND (also for a task outside the owner/agent scope, so
+--   a caller learns nothing of others' tasks), ALREADY_TERMINAL (nothing written)
 -- Events: cancelled
 -- Uses: lib/common.lua
 local now = now_ms(ARGV[1])
 local id = ARGV[2]
 local reason = ARGV[3]
-local v = redis.call('HMGET', K.task(id), 'status', 'agentId', 'taskType', 'priority', 'seq', 'token')
-if not v[1] then return fail_with('TASK_NOT_FOUND', id) end
+local v = redis.call('HMGET', K.task(id), 'status', 'agentId', 'taskType', 'priority', 'seq', 'token', 'ownerId')
+if not v[1] or not in_scope(v[7], v[2], ARGV[4], ARGV[5]) then
+  return fail_with('TASK_NOT_FOUND', id)
+end
 local status, agent, task_type = v[1], v[2], v[3]
 if status ~= 'QUEUED' and status ~= 'PROCESSING' then
   return fail_with('ALREADY_TERMINAL', id .. ' is ' .. status)
@@ -33,4 +38,4 @@ move_status(id, agent, tonumber(v[5]), status, 'CANCELLED')
 stat(now, agent, task_type, 'CANCELLED', 1)
 emit(now, 'cancelled', id, agent, 'CANCELLED', 'previousStatus', status)
 W.flush()
-return status .. '|' .. agent .. '|' .. task_type
+return { status .. '|' .. agent .. '|' .. task_type, redis.call('HGETALL', K.task(id)) }

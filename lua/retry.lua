@@ -3,14 +3,19 @@
 -- KEYS (1): [1] namespace prefix "{ns}:"
 --   task:<id> HASH, ready/finished ZSETs, idx:status:* ZSETs, counts HASH, events STREAM
 -- ARGV: [1] now ms override or ""  [2] task id
--- Returns: "<the status the task had>|<agent>|<taskType>"
--- Errors: TASK_NOT_FOUND, NOT_RETRYABLE (QUEUED, PROCESSING or COMPLETED; nothing written)
+--   [3] owner the task must have ("" for any)  [4] agent it must have ("" for any)
+-- Returns: { "<the status the task had>|<agent>|<taskType>",
+--   the record after the change as a flat HGETALL array }
+-- Errors: TASK_NOT_FOUND (also for a task outside the owner/agent scope),
+--   NOT_RETRYABLE (QUEUED, PROCESSING or COMPLETED; nothing written)
 -- Events: retried
 -- Uses: lib/common.lua
 local now = now_ms(ARGV[1])
 local id = ARGV[2]
-local v = redis.call('HMGET', K.task(id), 'status', 'agentId', 'priority', 'seq', 'taskType')
-if not v[1] then return fail_with('TASK_NOT_FOUND', id) end
+local v = redis.call('HMGET', K.task(id), 'status', 'agentId', 'priority', 'seq', 'taskType', 'ownerId')
+if not v[1] or not in_scope(v[6], v[2], ARGV[3], ARGV[4]) then
+  return fail_with('TASK_NOT_FOUND', id)
+end
 local status, agent = v[1], v[2]
 if status ~= 'FAILED' and status ~= 'TIMEOUT' and status ~= 'CANCELLED' then
   return fail_with('NOT_RETRYABLE', id .. ' is ' .. status)
@@ -25,4 +30,4 @@ move_status(id, agent, tonumber(v[4]), status, 'QUEUED')
 W.publish('w:' .. agent)
 emit(now, 'retried', id, agent, 'QUEUED', 'previousStatus', status)
 W.flush()
-return status .. '|' .. agent .. '|' .. (v[5] or '')
+return { status .. '|' .. agent .. '|' .. (v[5] or ''), redis.call('HGETALL', K.task(id)) }

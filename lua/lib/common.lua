@@ -76,6 +76,16 @@ local function fail_with(code, msg)
   return redis.error_reply(code .. ' ' .. msg)
 end
 
+-- Whether a task of `owner` and `agent` is in the caller's scope: `want_owner`
+-- and `want_agent` are "" for any (the access policy's scope, applied inside a
+-- script so a change needs no read first). A task without an owner is in no
+-- owner's scope.
+local function in_scope(owner, agent, want_owner, want_agent)
+  if want_owner ~= nil and want_owner ~= '' and owner ~= want_owner then return false end
+  if want_agent ~= nil and want_agent ~= '' and agent ~= want_agent then return false end
+  return true
+end
+
 -- Integers travel as strings; tostring() would print large numbers as 1e+15,
 -- and '%d' (a C long) is much cheaper than '%.0f' (float formatting).
 local function int_str(n) return string.format('%d', n) end

@@ -3,7 +3,7 @@
 use super::{Queue, allow};
 use crate::auth::{Action, Principal, Scope, TaskRef};
 use crate::error::{Error, Result};
-use crate::store::{Created, ListFilter, TaskPage};
+use crate::store::{Created, ListFilter, TaskPage, TaskScope};
 use crate::task::{NewTask, Task};
 
 impl Queue {
@@ -74,26 +74,45 @@ impl Queue {
 
     /// Cancels a QUEUED or PROCESSING task the caller may change (its worker
     /// is told to stop; its late result is refused); the task as it is now.
+    /// One round trip: the caller's scope is checked inside the script.
     pub async fn cancel(&self, principal: &Principal, id: &str) -> Result<Task> {
         allow(principal, Action::ChangeTasks, id)?;
-        self.get(principal, id).await?;
         let reason = format!("cancelled by {}", principal.sub);
-        self.store().cancel(id, Some(&reason)).await?;
-        let task = self.get(principal, id).await?;
-        crate::metrics::task_cancelled(&task);
-        Ok(task)
+        let changed = self
+            .store()
+            .cancel_in(id, Some(&reason), change_scope(principal, id)?)
+            .await?;
+        crate::metrics::task_cancelled(&changed.task);
+        Ok(changed.task)
     }
 
     /// Puts a FAILED, TIMEOUT or CANCELLED task back in its queue with
-    /// fresh attempts; the task as it is now.
+    /// fresh attempts; the task as it is now. One round trip, like cancel.
     pub async fn retry(&self, principal: &Principal, id: &str) -> Result<Task> {
         allow(principal, Action::ChangeTasks, id)?;
-        self.get(principal, id).await?;
-        self.store().retry(id).await?;
-        let task = self.get(principal, id).await?;
-        crate::metrics::task_retried_manually(&task);
-        Ok(task)
+        let changed = self
+            .store()
+            .retry_in(id, change_scope(principal, id)?)
+            .await?;
+        crate::metrics::task_retried_manually(&changed.task);
+        Ok(changed.task)
     }
+}
+
+/// The caller's [`Scope`] as the store's script-side check.
+fn change_scope<'a>(principal: &'a Principal, id: &str) -> Result<TaskScope<'a>> {
+    Ok(match Scope::of(principal) {
+        Scope::All => TaskScope::ANY,
+        Scope::Owner(owner) => TaskScope {
+            owner_id: Some(owner),
+            agent_id: None,
+        },
+        Scope::Agent(agent) => TaskScope {
+            owner_id: None,
+            agent_id: Some(agent),
+        },
+        Scope::Nothing => return Err(Error::TaskNotFound(id.to_string())),
+    })
 }
 
 fn empty_page(filter: &ListFilter) -> TaskPage {

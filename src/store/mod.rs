@@ -31,7 +31,6 @@ mod reap;
 mod redis_error;
 mod reply;
 mod requeue;
-mod retry;
 pub(crate) mod scripts;
 mod signals;
 mod start;
@@ -47,6 +46,7 @@ use fred::types::config::{Config as RedisConfig, ReconnectPolicy};
 
 pub use agents::{Agent, AgentKind};
 pub use audit::{AUDIT_BATCH, AUDIT_LOOKUP_BUDGET, Audit};
+pub use cancel::{Changed, TaskScope};
 pub use claim::{ClaimRequest, ClaimedTask, MAX_CLAIM};
 pub use cleanup::CLEANUP_BATCH;
 pub use complete::Completion;

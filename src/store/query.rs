@@ -140,7 +140,7 @@ pub struct QueueStatus {
     pub timestamp: i64,
 }
 
-fn parse_task(pairs: Vec<(String, String)>) -> Result<Task> {
+pub(super) fn parse_task(pairs: Vec<(String, String)>) -> Result<Task> {
     let mut f: BTreeMap<String, String> = pairs.into_iter().collect();
     let bad = |what: &str| Error::Reply {
         script: "task record",

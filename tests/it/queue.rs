@@ -145,11 +145,68 @@ async fn another_users_task_is_not_found_exactly_like_a_missing_one() {
         q.cancel(&alice(), &id).await,
         Err(Error::AlreadyTerminal(_))
     ));
+    // Hidden before its state is told: another's finished task is not
+    // found, not "already terminal".
+    assert_not_found(q.cancel(&bob(), &id).await, &id);
     assert_eq!(
         q.retry(&alice(), &id).await.unwrap().status,
         TaskStatus::Queued
     );
     node.stop().await;
+}
+
+/// `INFO commandstats` as (command, calls).
+async fn command_calls(redis: &crate::support::raw::RawRedis) -> Vec<(String, u64)> {
+    use fred::prelude::*;
+    let info: String = redis
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cancel_or_a_retry_is_one_script_call_and_no_other_read() {
+    use fred::prelude::*;
+    let redis = TestRedis::start();
+    // A bare store: nothing else talks to this Redis.
+    let q = Queue::new(redis.store().await, taskherd::signals::Signals::default());
+    let raw = crate::support::raw::raw_redis(&redis.url()).await;
+    let id = q.create(&alice(), echo_task()).await.unwrap().task.id;
+
+    for change in ["cancel", "retry"] {
+        let _: () = raw.config_resetstat().await.expect("CONFIG RESETSTAT");
+        let task = match change {
+            "cancel" => q.cancel(&alice(), &id).await.unwrap(),
+            _ => q.retry(&alice(), &id).await.unwrap(),
+        };
+        assert_eq!(task.id, id);
+        let calls = command_calls(&raw).await;
+        // Commands run inside a script count too: one FCALL, the record
+        // read once (by the script), and nothing else but this probe.
+        let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
+        assert_eq!(count("fcall"), 1, "{change}: {calls:?}");
+        assert_eq!(count("hgetall"), 1, "{change}: {calls:?}");
+        assert_eq!(count("hmget"), 1, "{change}: {calls:?}");
+        assert_eq!(count("hget") + count("exists"), 0, "{change}: {calls:?}");
+        // A retry re-enqueues, and the enqueue clock is one GET in the
+        // script; a cancel reads nothing but the record.
+        let clock = usize::from(change == "retry") as u64;
+        assert_eq!(count("get"), clock, "{change}: {calls:?}");
+    }
+    let after = q.get(&alice(), &id).await.unwrap();
+    assert_eq!(after.status, TaskStatus::Queued);
 }
 
 #[tokio::test]
