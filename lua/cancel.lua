@@ -36,6 +36,6 @@ redis.call('HSET', K.task(id), unpack(fields))
 W.zadd(K.finished, now, id)
 move_status(id, agent, tonumber(v[5]), status, 'CANCELLED')
 stat(now, agent, task_type, 'CANCELLED', 1)
-emit(now, 'cancelled', id, agent, 'CANCELLED', 'previousStatus', status)
+emit(now, 'cancelled', id, agent, v[7], task_type, 'CANCELLED', 'previousStatus', status)
 W.flush()
 return { status .. '|' .. agent .. '|' .. task_type, redis.call('HGETALL', K.task(id)) }

@@ -50,7 +50,8 @@ local reply = {}
 for i = 0, n - 1 do
   local b = 2 + i * FIELDS
   local id, token = ARGV[b + 1], ARGV[b + 2]
-  local v = redis.call('HMGET', K.task(id), 'status', 'token', 'seq', 'agentId', 'taskType', 'startedAt')
+  local v = redis.call('HMGET', K.task(id), 'status', 'token', 'seq', 'agentId', 'taskType', 'startedAt',
+    'ownerId')
   if not v[1] then
     reply[#reply + 1] = 'TASK_NOT_FOUND'
   elseif v[2] ~= token then
@@ -85,7 +86,7 @@ for i = 0, n - 1 do
     stat(now, agent, task_type, 'COMPLETED', 1)
     stat(now, agent, task_type, 'durationMsSum', duration)
     stat(now, agent, task_type, 'durationMs:' .. duration_bucket(duration), 1)
-    emit(now_s, 'completed', id, agent, 'COMPLETED', 'durationMs', int_str(duration))
+    emit(now_s, 'completed', id, agent, v[7], task_type, 'COMPLETED', 'durationMs', int_str(duration))
     reply[#reply + 1] = 'ok|' .. agent .. '|' .. task_type .. '|' .. int_str(duration)
   end
 end

@@ -118,7 +118,7 @@ for _, it in ipairs(items) do
       redis.call('SADD', K.agents, it.agent)
     end
     -- 3. emit
-    emit(now_s, 'created', it.id, it.agent, 'QUEUED', 'priority', it.priority)
+    emit(now_s, 'created', it.id, it.agent, it.owner, it.task_type, 'QUEUED', 'priority', it.priority)
     reply[#reply + 1] = it.id
     reply[#reply + 1] = 1
   end

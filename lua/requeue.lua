@@ -15,7 +15,8 @@ if n < 1 or n > 1000 or #ARGV ~= 2 + 2 * n then return fail_with('BAD_ARGS', 'ba
 local reply = {}
 for i = 0, n - 1 do
   local id, token = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
-  local v = redis.call('HMGET', K.task(id), 'status', 'token', 'agentId', 'priority', 'seq')
+  local v = redis.call('HMGET', K.task(id), 'status', 'token', 'agentId', 'priority', 'seq',
+    'ownerId', 'taskType')
   if not v[1] then
     reply[#reply + 1] = 'TASK_NOT_FOUND'
   elseif v[2] ~= token then
@@ -30,7 +31,7 @@ for i = 0, n - 1 do
     W.zadd(K.ready(agent, PRIORITY_RANK[v[4]]), seq, id)
     move_status(id, agent, seq, 'PROCESSING', 'QUEUED')
     W.publish('w:' .. agent)
-    emit(now, 'requeued', id, agent, 'QUEUED')
+    emit(now, 'requeued', id, agent, v[6], v[7], 'QUEUED')
     reply[#reply + 1] = 'ok'
   end
 end

@@ -28,6 +28,6 @@ W.zrem(K.finished, id)
 W.zadd(K.ready(agent, PRIORITY_RANK[v[3]]), score, id)
 move_status(id, agent, tonumber(v[4]), status, 'QUEUED')
 W.publish('w:' .. agent)
-emit(now, 'retried', id, agent, 'QUEUED', 'previousStatus', status)
+emit(now, 'retried', id, agent, v[6], v[5], 'QUEUED', 'previousStatus', status)
 W.flush()
 return { status .. '|' .. agent .. '|' .. (v[5] or ''), redis.call('HGETALL', K.task(id)) }

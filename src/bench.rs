@@ -16,21 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-// TEMPORARY: only for the hand-written event-stream reader (`read_completed`,
-// `stream_entries`), which the store's typed event reader replaces; the
-// check in `store::boundary` allows these two lines and those two functions.
-use fred::prelude::*;
-use fred::types::Value;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::events::{Delivery, Hub, Subscription};
 use crate::local_redis::LocalRedis;
 use crate::shutdown;
 use crate::signals::{self, Signals};
-use crate::store::{Store, StoreConfig};
+use crate::store::{EventKind, Store, StoreConfig};
 use crate::task::NewTask;
 use crate::worker::{Output, Registry, Runtime, TaskContext, WorkerConfig};
 
@@ -291,19 +287,20 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
     };
     let workers = start_workers(&store, 100, noop_registry(Some(on_start))).await;
 
-    // Completed events, read from the stream as any subscriber would.
+    // Completed events, from the node's event hub as any subscriber's.
+    let hub = Hub::start(&store, 1 << 16).await?;
+    let events = hub.subscribe(None);
     let id_to_seq: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     let done_hist = Arc::new(Mutex::new(new_hist()?));
     let seen = Arc::new(AtomicU64::new(0));
     let reader = tokio::spawn({
-        let (store, id_to_seq, sent_at, hist, seen) = (
-            store.clone(),
+        let (id_to_seq, sent_at, hist, seen) = (
             id_to_seq.clone(),
             sent_at.clone(),
             done_hist.clone(),
             seen.clone(),
         );
-        async move { read_completed(store, id_to_seq, sent_at, hist, seen, total).await }
+        async move { read_completed(events, id_to_seq, sent_at, hist, seen, total).await }
     });
 
     let interval_ms = 1u64;
@@ -332,6 +329,7 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
         let _ = c.await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), reader).await;
+    hub.stop().await;
     workers.stop().await;
     let start = start_hist
         .lock()
@@ -354,36 +352,26 @@ fn new_hist() -> Result<Histogram<u64>> {
 }
 
 async fn read_completed(
-    store: Store,
+    mut events: Subscription,
     id_to_seq: Arc<Mutex<HashMap<String, usize>>>,
     sent_at: Arc<Vec<Mutex<Option<Instant>>>>,
     hist: Arc<Mutex<Histogram<u64>>>,
     seen: Arc<AtomicU64>,
     total: usize,
 ) {
-    let key = store.keys().events();
-    let mut last = "0-0".to_string();
     let mut pending: Vec<(String, Instant)> = Vec::new();
-    let client = store.pool().next().clone();
     while (seen.load(Ordering::Relaxed) as usize) < total {
-        let reply: std::result::Result<Value, _> = client
-            .custom(
-                fred::cmd!("XREAD"),
-                vec!["COUNT", "1000", "BLOCK", "1000", "STREAMS", &key, &last],
-            )
-            .await;
-        let Ok(Value::Array(streams)) = reply else {
-            continue;
-        };
+        let next = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
         let now = Instant::now();
-        for entry in streams.into_iter().filter_map(stream_entries).flatten() {
-            let (id, fields) = entry;
-            last = id;
-            if fields.get("type").map(String::as_str) == Some("completed")
-                && let Some(task) = fields.get("taskId")
-            {
-                pending.push((task.clone(), now));
+        match next {
+            Ok(Some(Ok(Delivery::Event(e)))) if e.kind == EventKind::Completed => {
+                pending.push((e.task_id.clone(), now));
             }
+            Ok(Some(Ok(Delivery::Lagged { missed }))) => {
+                tracing::warn!(missed, "bench: the event reader lagged");
+            }
+            Ok(None) => return,
+            _ => {}
         }
         pending.retain(|(task, at)| {
             let seq = id_to_seq.lock().ok().and_then(|m| m.get(task).copied());
@@ -396,34 +384,6 @@ async fn read_completed(
             false
         });
     }
-}
-
-/// Entries of one XREAD stream reply: (entry id, fields).
-fn stream_entries(stream: Value) -> Option<Vec<(String, HashMap<String, String>)>> {
-    let Value::Array(mut parts) = stream else {
-        return None;
-    };
-    let Value::Array(entries) = parts.pop()? else {
-        return None;
-    };
-    Some(
-        entries
-            .into_iter()
-            .filter_map(|e| {
-                let Value::Array(mut e) = e else { return None };
-                let fields = e.pop()?;
-                let id = e.pop()?.as_string()?;
-                let Value::Array(kv) = fields else {
-                    return None;
-                };
-                let map = kv
-                    .chunks(2)
-                    .filter_map(|p| Some((p.first()?.as_string()?, p.get(1)?.as_string()?)))
-                    .collect();
-                Some((id, map))
-            })
-            .collect(),
-    )
 }
 
 /// Runs the benchmark and prints JSON.

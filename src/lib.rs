@@ -7,6 +7,8 @@
 //!   Socket.IO feed mount beside it on the same port).
 //! - [`queue`]: the service every API calls: each operation takes the caller,
 //!   applies the access policy ([`auth::policy`]) and calls the store.
+//! - [`events`]: the node's event hub: the lifecycle stream read once per
+//!   node ([`store::EventReader`]) and fanned out to subscribers.
 //! - [`worker`]: handler trait and registry, HTTP executor, demo agents, and
 //!   the runtime that claims, runs, heartbeats and finishes tasks.
 //! - [`maintenance`]: promoter, reaper and janitor loops, safe on every node.
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod local_redis;
 pub mod maintenance;
 pub mod metrics;

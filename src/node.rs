@@ -1,12 +1,14 @@
-//! One node: store, signal subscription, workers, maintenance and the HTTP
-//! server, wired together.
+//! One node: store, signal subscription, event hub, workers, maintenance and
+//! the HTTP server, wired together.
 //!
 //! Shutdown order (on the shutdown signal):
 //! 1. workers stop claiming; in-flight attempts get the grace period, the rest
 //!    are handed back to QUEUED without spending an attempt; results flushed;
 //! 2. maintenance loops stop;
 //! 3. the HTTP server stops (health answered "draining" until here);
-//! 4. the node leaves the live-node list; the signal subscription and the
+//! 4. the event hub stops: its reader's connection closes and open
+//!    subscriptions end after what was already sent to them;
+//! 5. the node leaves the live-node list; the signal subscription and the
 //!    Redis pool close.
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::api::{self, ApiConfig, AppState, NodeContext};
 use crate::auth::{Auth, AuthConfig};
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::events::{self, Hub};
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::queue::Queue;
 use crate::shutdown::{self, Shutdown};
@@ -52,6 +55,8 @@ pub struct Node {
     pub store: Store,
     /// The service its APIs call.
     pub queue: Queue,
+    /// The node's one reader of the event stream, fanned out in memory.
+    pub events: Hub,
     /// The node's workers.
     pub runtime: Option<Runtime>,
     /// Where it listens.
@@ -102,6 +107,8 @@ pub async fn run(
         .map(|w| w.node_id.clone())
         .unwrap_or_else(crate::config::default_node_id);
 
+    // Before anything is spawned: a failure here leaves nothing running.
+    let hub = Hub::start(&store, events::DEFAULT_BUFFER).await?;
     let (inner_trigger, inner_shutdown) = shutdown::channel();
     let signals = Signals::default();
     let signal_task = tokio::spawn(signals::listen(
@@ -178,6 +185,7 @@ pub async fn run(
     on_start(Node {
         store: store.clone(),
         queue: queue.clone(),
+        events: hub.clone(),
         runtime,
         local_addr,
     });
@@ -195,6 +203,7 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = server.await;
+    hub.stop().await;
     let _ = registry_task.await;
     let _ = signal_task.await;
     store.close().await;

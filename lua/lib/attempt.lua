@@ -4,7 +4,7 @@
 
 -- What leasing a task reads from its record, in this order.
 local LEASE_FIELDS = { 'status', 'seq', 'taskType', 'inputData', 'retryCount', 'maxRetries',
-  'timeoutMs', 'priority', 'createdAt', 'agentId' }
+  'timeoutMs', 'priority', 'createdAt', 'agentId', 'ownerId' }
 
 -- Leases a QUEUED task already taken out of its ready set; v holds its
 -- LEASE_FIELDS. Writes the attempt to the record, the processing set and the
@@ -25,7 +25,7 @@ local function lease_task(id, agent, v, now, now_s, lease_until, lease_s, token,
   W.zadd(K.processing, math.min(lease_until, deadline), id)
   -- A damaged seq must not fail the ZADD at flush, after the HSET above.
   move_status(id, agent, tonumber(v[2]) and v[2] or 0, 'QUEUED', 'PROCESSING')
-  emit(now_s, 'started', id, agent, 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
+  emit(now_s, 'started', id, agent, v[11], v[3], 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),
     'workerId', worker)
   local n = #reply
   reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = id, token, agent, v[3]
@@ -34,7 +34,7 @@ local function lease_task(id, agent, v, now, now_s, lease_until, lease_s, token,
 end
 
 local ATTEMPT_FIELDS = { 'status', 'token', 'seq', 'agentId', 'taskType', 'retryCount',
-  'maxRetries', 'deadlineAt', 'startedAt' }
+  'maxRetries', 'deadlineAt', 'startedAt', 'ownerId' }
 
 -- Reads what ending an attempt needs; nil when the task record is gone.
 local function read_attempt(id)
@@ -42,7 +42,7 @@ local function read_attempt(id)
   if not v[1] then return nil end
   return { status = v[1], token = v[2], seq = tonumber(v[3]), agent = v[4], task_type = v[5],
     retry_count = tonumber(v[6]) or 0, max_retries = tonumber(v[7]) or 0,
-    deadline_at = tonumber(v[8]), started_at = tonumber(v[9]) }
+    deadline_at = tonumber(v[8]), started_at = tonumber(v[9]), owner = v[10] }
 end
 
 -- The metrics tag of an ended attempt: "<outcome>|<agent>|<taskType>|<duration ms>"
@@ -66,7 +66,7 @@ local function end_failed_attempt(now, id, t, final_status, message, retryable, 
     stat(now, t.agent, t.task_type, 'retries', 1)
     if final_status == 'TIMEOUT' then stat(now, t.agent, t.task_type, 'timedOutAttempts', 1) end
     W.publish('d')
-    emit(now, 'retrying', id, t.agent, 'QUEUED', 'attempt', int_str(t.retry_count + 1),
+    emit(now, 'retrying', id, t.agent, t.owner, t.task_type, 'QUEUED', 'attempt', int_str(t.retry_count + 1),
       'runAt', int_str(due), 'errorMessage', message)
     return 'retry'
   end
@@ -76,7 +76,7 @@ local function end_failed_attempt(now, id, t, final_status, message, retryable, 
   move_status(id, t.agent, t.seq, 'PROCESSING', final_status)
   stat(now, t.agent, t.task_type, final_status, 1)
   local kind = (final_status == 'TIMEOUT') and 'timeout' or 'failed'
-  emit(now, kind, id, t.agent, final_status, 'attempt', int_str(t.retry_count + 1),
+  emit(now, kind, id, t.agent, t.owner, t.task_type, final_status, 'attempt', int_str(t.retry_count + 1),
     'errorMessage', message)
   return kind
 end

@@ -209,9 +209,13 @@ local function duration_bucket(ms)
 end
 
 -- One stream entry per state change, written in the same script as the change.
+-- Every event names its task's agent, owner ('' when none) and task type, so
+-- a reader can tell who may see it without reading the record. The reader in
+-- src/store/events.rs is the only code that decodes these entries.
 -- now: ms as a number or as int_str(now) (scripts format it once per call).
-local function emit(now, kind, id, agent, status, ...)
+local function emit(now, kind, id, agent, owner, task_type, status, ...)
   if type(now) ~= 'string' then now = int_str(now) end
   return redis.call('XADD', K.events, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-    'type', kind, 'taskId', id, 'agentId', agent, 'status', status, 'ts', now, ...)
+    'type', kind, 'taskId', id, 'agentId', agent, 'ownerId', owner or '',
+    'taskType', task_type or '', 'status', status, 'ts', now, ...)
 end

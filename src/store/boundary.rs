@@ -6,21 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// TEMPORARY exceptions: the hand-written event-stream reader of the
-/// benchmark, which the store's typed event reader replaces. Each entry is a
-/// file and the items (a `fn ...(` whose whole body is exempt, or an exact
-/// line) that may name the client until then. An exception that no longer
-/// matches fails the test: remove it.
-const TEMPORARY_EXCEPTIONS: &[(&str, &[&str])] = &[(
-    "src/bench.rs",
-    &[
-        "fn read_completed(",
-        "fn stream_entries(",
-        "use fred::prelude::*;",
-        "use fred::types::Value;",
-    ],
-)];
-
 /// Every `.rs` file under `dir`.
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -31,54 +16,6 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
-}
-
-/// Where the item starting at `start` (a `fn`) ends: after the brace that
-/// closes its body (braces inside string literals do not count).
-fn item_end(source: &str, start: usize) -> usize {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, c) in source[start..].char_indices() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '{' => depth += 1,
-            '}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    return start + i + 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("unbalanced braces after byte {start}");
-}
-
-/// `source` without the exempt items; panics when one is not found.
-fn without_exceptions(file: &str, source: &str, items: &[&str]) -> String {
-    let mut text = source.to_string();
-    for item in items {
-        let start = text.find(item).unwrap_or_else(|| {
-            panic!("temporary exception `{item}` in {file} no longer matches: remove it")
-        });
-        let end = if item.starts_with("fn ") {
-            item_end(&text, start)
-        } else {
-            start + item.len()
-        };
-        text.replace_range(start..end, "");
-    }
-    text
 }
 
 /// The lines of `source` that name the client crate as a path or a
@@ -123,8 +60,6 @@ fn the_check_sees_every_way_of_naming_the_client() {
     ] {
         assert!(lines_naming_the_client(fine).is_empty(), "{fine}");
     }
-    let exempt = "fn a() {\n    let s = \"}\";\n    fred::x();\n}\nfn b() {}\n";
-    assert_eq!(without_exceptions("f", exempt, &["fn a("]), "\nfn b() {}\n");
 }
 
 #[test]
@@ -141,10 +76,6 @@ fn no_module_outside_store_names_the_redis_client() {
             .to_string_lossy()
             .replace('\\', "/");
         let source = std::fs::read_to_string(path).unwrap();
-        let source = match TEMPORARY_EXCEPTIONS.iter().find(|(f, _)| *f == file) {
-            Some((_, items)) => without_exceptions(&file, &source, items),
-            None => source,
-        };
         for line in lines_naming_the_client(&source) {
             offenders.push(format!("{file}: {}", line.trim()));
         }

@@ -18,6 +18,7 @@ mod claim;
 mod cleanup;
 mod complete;
 mod create;
+mod events;
 mod fail;
 mod heartbeat;
 pub mod keys;
@@ -51,6 +52,7 @@ pub use claim::{ClaimRequest, ClaimedTask, MAX_CLAIM};
 pub use cleanup::CLEANUP_BATCH;
 pub use complete::Completion;
 pub use create::{Created, MAX_BATCH};
+pub use events::{Event, EventId, EventKind, EventReader, MAX_REPLAY_PAGE, Read, Replay};
 pub use fail::{FailOutcome, Failed, Failure};
 pub use heartbeat::LeaseState;
 pub use keys::Index;
@@ -241,15 +243,6 @@ impl Store {
 
     /// The connection pool, for the store's own modules.
     pub(crate) fn pool(&self) -> &Pool {
-        &self.inner.pool
-    }
-
-    /// TEMPORARY, for the hand-written event-stream readers only (`events()`
-    /// in `tests/it/store_support.rs`, `all_events()` in
-    /// `tests/it/support/mod.rs`) until the store's typed event reader
-    /// replaces them; removed then. Nothing else may use it.
-    #[doc(hidden)]
-    pub fn raw_pool_for_event_readers(&self) -> &Pool {
         &self.inner.pool
     }
 

@@ -81,7 +81,7 @@ async fn assert_each_once(
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for e in events(store).await {
         *seen
-            .entry((e["type"].clone(), e["taskId"].clone()))
+            .entry((e.kind.as_str().to_string(), e.task_id.clone()))
             .or_default() += 1;
     }
     for kind in ["created", "started", "completed"] {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskherd::store::{ClaimRequest, Completion, LeaseState, ListFilter, Store};
+use taskherd::store::{ClaimRequest, Completion, Event, EventKind, LeaseState, ListFilter, Store};
 use taskherd::task::{NewTask, Task, TaskStatus};
 use taskherd::worker::{Output, Registry, TaskContext, demo};
 
@@ -23,7 +23,7 @@ fn worker_stat(health: &serde_json::Value, field: &str) -> u64 {
 
 /// Every task ends COMPLETED with exactly one terminal event, and each extra
 /// run is explained by exactly one retry or hand-back.
-fn assert_completed_once(t: &Task, events: &[StreamEvent]) {
+fn assert_completed_once(t: &Task, events: &[Event]) {
     assert_eq!(t.status, TaskStatus::Completed, "{}", t.id);
     let counts = event_counts(events, &t.id);
     let terminal: usize = TERMINAL_EVENTS
@@ -768,7 +768,7 @@ async fn a_reply_lost_to_a_connection_reset_is_safe_to_retry() {
     let completed = all_events(&direct)
         .await
         .iter()
-        .filter(|e| e.task_id() == id && e.kind() == "completed")
+        .filter(|e| e.task_id == id && e.kind == EventKind::Completed)
         .count();
     assert_eq!(completed, 1, "completed once");
 }

@@ -14,6 +14,7 @@ mod api_tasks;
 mod api_workers;
 mod claimers;
 mod deploy_files;
+mod events;
 mod faults;
 mod http_executor;
 mod metrics;

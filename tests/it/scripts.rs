@@ -8,8 +8,8 @@ use fred::prelude::*;
 use serde_json::json;
 use taskherd::error::Error;
 use taskherd::store::{
-    AUDIT_BATCH, Agent, AgentKind, Audit, ClaimRequest, Completion, FailOutcome, Failure,
-    LeaseState, MAX_BATCH, MAX_CLAIM, StoreConfig,
+    AUDIT_BATCH, Agent, AgentKind, Audit, ClaimRequest, Completion, EventKind, FailOutcome,
+    Failure, LeaseState, MAX_BATCH, MAX_CLAIM, StoreConfig,
 };
 use taskherd::task::{Limits, MAX_RUN_AT_MS, NewTask, Priority, TaskMetrics, TaskStatus};
 
@@ -65,10 +65,12 @@ async fn create_stores_a_queued_task_in_its_ready_queue_and_every_index() {
     assert_eq!(stat(&store, T0_MS, "writer|summarise|created").await, 1);
     let evs = events(&store).await;
     assert_eq!(evs.len(), 1);
-    assert_eq!(evs[0]["type"], "created");
-    assert_eq!(evs[0]["taskId"], t.id);
-    assert_eq!(evs[0]["status"], "QUEUED");
-    assert_eq!(evs[0]["priority"], "HIGH");
+    assert_eq!(evs[0].kind, EventKind::Created);
+    assert_eq!(evs[0].task_id, t.id);
+    assert_eq!(evs[0].status, TaskStatus::Queued);
+    assert_eq!(evs[0].priority, Some(Priority::High));
+    assert_eq!(evs[0].agent_id, "writer");
+    assert_eq!(evs[0].task_type, "summarise");
 }
 
 #[tokio::test]
@@ -234,7 +236,7 @@ async fn the_same_idempotency_key_of_the_same_owner_names_one_task() {
     let created = events(&store)
         .await
         .into_iter()
-        .filter(|e| e["type"] == "created")
+        .filter(|e| e.kind == EventKind::Created)
         .count();
     assert_eq!(created, 2);
     assert_eq!(store.queue_status().await.unwrap().queued_tasks, 2);
@@ -1496,8 +1498,9 @@ async fn start_leases_the_named_task_not_the_oldest_and_its_token_completes_it()
         vec![named.id.clone()]
     );
     let last = events(&store).await.pop().unwrap();
-    assert_eq!(last["type"], "started");
-    assert_eq!(last["taskId"], named.id);
+    assert_eq!(last.kind, EventKind::Started);
+    assert_eq!(last.task_id, named.id);
+    assert_eq!(last.attempt, Some(1));
 
     // The next claim takes the other task; the start's token completes its own.
     assert_eq!(claim_one(&store, "a1").await.id, oldest.id);

@@ -13,11 +13,9 @@ use fred::prelude::*;
 use fred::types::Value;
 use serde_json::json;
 use taskherd::clock::Clock;
-use taskherd::store::{ClaimRequest, ClaimedTask, Completion, Failure, Store, StoreConfig};
+use taskherd::store::{ClaimRequest, ClaimedTask, Completion, Event, Failure, Store, StoreConfig};
 use taskherd::task::{NewTask, Priority, Task};
 
-// TEMPORARY, for `events()` only (see `raw::EventReaderPool`).
-use crate::support::raw::EventReaderPool;
 use crate::support::{T0_MS, TestRedis, raw_redis};
 
 /// The lease the store tests claim with unless a test is about leases.
@@ -205,35 +203,18 @@ pub fn idx(store: &Store, name: &str) -> String {
     store.keys().index_named(name)
 }
 
-/// Every event on the stream, oldest first, as field maps.
-pub async fn events(store: &Store) -> Vec<HashMap<String, String>> {
-    let mut out = Vec::new();
-    let mut start = "-".to_string();
-    loop {
-        let page: Vec<(String, HashMap<String, String>)> = store
-            .pool()
-            .xrange_values(store.keys().events(), start.as_str(), "+", Some(1000))
-            .await
-            .expect("XRANGE");
-        let Some((last, _)) = page.last() else {
-            return out;
-        };
-        start = format!("({last}");
-        let n = page.len();
-        out.extend(page.into_iter().map(|(_, fields)| fields));
-        if n < 1000 {
-            return out;
-        }
-    }
+/// Every event on the stream, oldest first (the store's typed reader).
+pub async fn events(store: &Store) -> Vec<Event> {
+    crate::support::all_events(store).await
 }
 
-/// Events of one type for one task.
+/// The kinds of one task's events, oldest first.
 pub async fn events_of(store: &Store, id: &str) -> Vec<String> {
     events(store)
         .await
         .into_iter()
-        .filter(|e| e.get("taskId").map(String::as_str) == Some(id))
-        .map(|e| e.get("type").cloned().unwrap_or_default())
+        .filter(|e| e.task_id == id)
+        .map(|e| e.kind.as_str().to_string())
         .collect()
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use taskherd::Error;
 use taskherd::clock::Clock;
-use taskherd::store::{Completion, Failure, Store};
+use taskherd::store::{Completion, EventKind, Failure, Store};
 use taskherd::task::{NewTask, Task, TaskStatus};
 use taskherd::worker::{Output, Registry, TaskContext, WorkerConfig};
 
@@ -387,10 +387,10 @@ async fn many_workers_on_three_nodes_complete_each_task_exactly_once() {
     let events = all_events(&store).await;
     let mut per_task: std::collections::HashMap<&str, (usize, usize)> = Default::default();
     for e in &events {
-        let entry = per_task.entry(e.task_id()).or_default();
-        match e.kind() {
-            "started" => entry.0 += 1,
-            "completed" => entry.1 += 1,
+        let entry = per_task.entry(e.task_id.as_str()).or_default();
+        match e.kind {
+            EventKind::Started => entry.0 += 1,
+            EventKind::Completed => entry.1 += 1,
             _ => {}
         }
     }
@@ -398,7 +398,10 @@ async fn many_workers_on_three_nodes_complete_each_task_exactly_once() {
         assert_eq!(per_task.get(id.as_str()), Some(&(1, 1)), "{id}");
     }
     assert_eq!(
-        events.iter().filter(|e| e.kind() == "completed").count(),
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Completed)
+            .count(),
         TASKS
     );
     // Counters are read once the nodes stopped: a result is counted just

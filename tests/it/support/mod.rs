@@ -7,8 +7,6 @@
 pub mod raw;
 
 pub use raw::{raw_redis, raw_subscriber};
-// TEMPORARY, for `all_events()` only (see `raw::EventReaderPool`).
-use raw::EventReaderPool;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,7 +19,7 @@ use taskherd::local_redis::LocalRedis;
 use taskherd::maintenance::MaintenanceConfig;
 use taskherd::node::{self, Node, NodeConfig};
 use taskherd::shutdown::{self, ShutdownTrigger};
-use taskherd::store::{Store, StoreConfig};
+use taskherd::store::{Event, EventId, Store, StoreConfig};
 use taskherd::worker::{Registry, WorkerConfig};
 
 /// A redis-server of this test's own, with its data folder.
@@ -91,6 +89,7 @@ where
 pub struct TestNode {
     pub store: Store,
     pub queue: taskherd::queue::Queue,
+    pub events: taskherd::events::Hub,
     pub runtime: Option<taskherd::worker::Runtime>,
     pub addr: std::net::SocketAddr,
     trigger: ShutdownTrigger,
@@ -189,6 +188,7 @@ impl TestNode {
         Self {
             store: started.store,
             queue: started.queue,
+            events: started.events,
             runtime: started.runtime,
             addr: started.local_addr,
             trigger,
@@ -253,45 +253,29 @@ impl Drop for ChildNode {
     }
 }
 
-/// One entry of the events stream: its stream id and fields.
-#[derive(Clone, Debug)]
-pub struct StreamEvent {
-    pub stream_id: String,
-    pub fields: std::collections::HashMap<String, String>,
-}
-
-impl StreamEvent {
-    pub fn kind(&self) -> &str {
-        self.fields.get("type").map(String::as_str).unwrap_or("")
+/// Every event on the stream, oldest first, read with the store's typed
+/// reader (`Store::replay_events`); fails the test if any was trimmed.
+pub async fn all_events(store: &Store) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    loop {
+        let after = out.last().map_or(EventId::ZERO, |e| e.id);
+        let page = store
+            .replay_events(after, taskherd::store::MAX_REPLAY_PAGE)
+            .await
+            .expect("replay events");
+        assert!(!page.trimmed, "events were trimmed from the stream");
+        out.extend(page.events);
+        if !page.more {
+            return out;
+        }
     }
-
-    pub fn task_id(&self) -> &str {
-        self.fields.get("taskId").map(String::as_str).unwrap_or("")
-    }
-}
-
-/// Every entry of the events stream, oldest first (XRANGE - +).
-pub async fn all_events(store: &Store) -> Vec<StreamEvent> {
-    use fred::interfaces::StreamsInterface;
-    let entries: Vec<(String, std::collections::HashMap<String, String>)> = store
-        .pool()
-        .xrange(store.keys().events(), "-", "+", None)
-        .await
-        .expect("XRANGE events");
-    entries
-        .into_iter()
-        .map(|(stream_id, fields)| StreamEvent { stream_id, fields })
-        .collect()
 }
 
 /// How many events of each type the stream holds for `task_id`.
-pub fn event_counts(
-    events: &[StreamEvent],
-    task_id: &str,
-) -> std::collections::BTreeMap<String, usize> {
+pub fn event_counts(events: &[Event], task_id: &str) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
-    for e in events.iter().filter(|e| e.task_id() == task_id) {
-        *counts.entry(e.kind().to_string()).or_insert(0) += 1;
+    for e in events.iter().filter(|e| e.task_id == task_id) {
+        *counts.entry(e.kind.as_str().to_string()).or_insert(0) += 1;
     }
     counts
 }

@@ -6,10 +6,9 @@
 use std::ops::Deref;
 use std::time::Duration;
 
-use fred::clients::{Client, Pool, SubscriberClient};
+use fred::clients::{Client, SubscriberClient};
 use fred::prelude::*;
 use fred::types::config::{Config, ReconnectPolicy};
-use taskherd::store::Store;
 
 /// A connected client of the test's own; it closes its connection when
 /// dropped. Every fred command interface is reachable through it.
@@ -65,18 +64,4 @@ pub async fn raw_subscriber(url: &str, channel: String) -> SubscriberClient {
         .expect("raw Redis subscriber connects");
     subscriber.subscribe(channel).await.expect("SUBSCRIBE");
     subscriber
-}
-
-/// TEMPORARY: `store.pool()` for the two hand-written event-stream readers
-/// only (`all_events()` in `support/mod.rs`, `events()` in
-/// `store_support.rs`) until the store's typed event reader replaces them;
-/// removed with them. Every other test reaches Redis through [`raw_redis`].
-pub trait EventReaderPool {
-    fn pool(&self) -> &Pool;
-}
-
-impl EventReaderPool for Store {
-    fn pool(&self) -> &Pool {
-        self.raw_pool_for_event_readers()
-    }
 }
