@@ -67,7 +67,8 @@ struct Inner {
 }
 
 struct Sent {
-    tx: broadcast::Sender<Item>,
+    /// None once the hub has stopped.
+    tx: Option<broadcast::Sender<Item>>,
     /// The last event sent (or where the hub started).
     position: EventId,
 }
@@ -83,7 +84,10 @@ impl Hub {
         let hub = Hub {
             inner: Arc::new(Inner {
                 store: store.clone(),
-                sender: Mutex::new(Sent { tx, position }),
+                sender: Mutex::new(Sent {
+                    tx: Some(tx),
+                    position,
+                }),
                 stop,
                 task: Mutex::new(None),
             }),
@@ -109,21 +113,26 @@ impl Hub {
         self.inner
             .sender
             .lock()
-            .map(|s| s.tx.receiver_count())
+            .ok()
+            .and_then(|s| s.tx.as_ref().map(broadcast::Sender::receiver_count))
             .unwrap_or(0)
     }
 
     /// A subscription to events after `after` (replayed from the stream,
     /// then live), or to live events only when `after` is None.
     pub fn subscribe(&self, after: Option<EventId>) -> Subscription {
-        let (rx, live_from) = match self.inner.sender.lock() {
-            Ok(s) => (s.tx.subscribe(), s.position),
-            // A poisoned lock: the follower panicked; nothing more comes.
-            Err(poisoned) => {
-                let s = poisoned.into_inner();
-                (s.tx.subscribe(), s.position)
-            }
+        let sent = self
+            .inner
+            .sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live_from = sent.position;
+        let rx = match &sent.tx {
+            Some(tx) => tx.subscribe(),
+            // Stopped: a subscription that ends after its replay.
+            None => broadcast::channel(1).1,
         };
+        drop(sent);
         let replay = after.filter(|a| *a < live_from).map(|a| Replaying {
             after: a,
             until: live_from,
@@ -133,7 +142,7 @@ impl Hub {
             store: self.inner.store.clone(),
             rx,
             replay,
-            last: after.unwrap_or(live_from).max(EventId::ZERO),
+            last: after.unwrap_or(live_from),
         }
     }
 
@@ -147,8 +156,7 @@ impl Hub {
         }
         // Dropping the sender ends the subscriptions once drained.
         if let Ok(mut s) = self.inner.sender.lock() {
-            let (closed, _) = broadcast::channel(1);
-            s.tx = closed;
+            s.tx = None;
         }
     }
 }
@@ -172,8 +180,10 @@ async fn follow(
             Read::Events(events) => {
                 for event in events {
                     sent.position = event.id;
-                    // No subscriber: nobody to tell.
-                    let _ = sent.tx.send(Item::Event(Arc::new(event)));
+                    if let Some(tx) = &sent.tx {
+                        // No subscriber: nobody to tell.
+                        let _ = tx.send(Item::Event(Arc::new(event)));
+                    }
                 }
             }
             Read::Trimmed {
@@ -182,7 +192,9 @@ async fn follow(
             } => {
                 tracing::warn!(%lost_after, %resumed_after, "event hub fell behind the stream's retention; subscribers resync");
                 sent.position = resumed_after;
-                let _ = sent.tx.send(Item::Resync);
+                if let Some(tx) = &sent.tx {
+                    let _ = tx.send(Item::Resync);
+                }
             }
         }
     }

@@ -398,10 +398,11 @@ impl Store {
     /// A reader that follows the stream after `after` on a connection of its
     /// own (the connection is made by the first [`EventReader::next`]).
     pub fn event_reader(&self, after: EventId) -> Result<EventReader> {
-        let client = super::redis_builder(&self.inner.redis_url)?.build()?;
+        // Checked now, so a bad URL fails here and not on every read.
+        super::redis_builder(&self.inner.redis_url)?;
         Ok(EventReader {
-            client,
-            connected: false,
+            client: None,
+            redis_url: self.inner.redis_url.clone(),
             key: self.keys().events(),
             after,
             check_trim: true,
@@ -437,8 +438,10 @@ const READ_BATCH: u64 = 500;
 /// from the same position: an outage delays events, it never loses or
 /// repeats one.
 pub struct EventReader {
-    client: Client,
-    connected: bool,
+    /// Made by the first read; dropped after a failed connect, so the next
+    /// read starts from a fresh client.
+    client: Option<Client>,
+    redis_url: String,
     key: String,
     after: EventId,
     /// Check for trimming on the next read (first read, after a failure,
@@ -486,12 +489,20 @@ impl EventReader {
     }
 
     async fn read_once(&mut self) -> Result<Read> {
-        if !self.connected {
-            self.client.init().await?;
-            self.connected = true;
-        }
+        let client = match &self.client {
+            Some(client) => client.clone(),
+            None => {
+                let client = super::redis_builder(&self.redis_url)?.build()?;
+                if let Err(e) = client.init().await {
+                    let _ = client.quit().await;
+                    return Err(e.into());
+                }
+                self.client = Some(client.clone());
+                client
+            }
+        };
         if self.check_trim {
-            let ends = stream_ends(&self.client, &self.key).await?;
+            let ends = stream_ends(&client, &self.key).await?;
             let lost = match &ends {
                 Some(ends) => ends.lost_after(self.after),
                 None => self.after != EventId::ZERO,
@@ -515,12 +526,11 @@ impl EventReader {
         }
         if self.partial {
             // Seeded inside an entry: the rest of that entry first.
-            self.partial = false;
             let entry = self.after.entry();
-            let rest: Vec<(String, HashMap<String, String>)> = self
-                .client
+            let rest: Vec<(String, HashMap<String, String>)> = client
                 .xrange_values(&self.key, entry.as_str(), entry.as_str(), Some(1))
                 .await?;
+            self.partial = false;
             let events = decode_after(rest, self.after);
             if let Some(last) = events.last() {
                 self.after = last.id;
@@ -529,8 +539,7 @@ impl EventReader {
         }
         // The reader returns whole entries, so its position is the last
         // event of an entry: read after that entry.
-        let reply: Value = self
-            .client
+        let reply: Value = client
             .xread(
                 Some(READ_BATCH),
                 Some(self.block.as_millis() as u64),
@@ -559,8 +568,8 @@ impl EventReader {
 
     /// Closes the reader's connection.
     pub async fn close(self) {
-        if self.connected {
-            let _ = self.client.quit().await;
+        if let Some(client) = self.client {
+            let _ = client.quit().await;
         }
     }
 }

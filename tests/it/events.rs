@@ -330,6 +330,12 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
         tokio::time::timeout(DEADLINE, tail.next()).await,
         Ok(None)
     ));
+    // A subscription made after the stop ends at once, it does not hang.
+    let mut late = hub.subscribe(None);
+    assert!(matches!(
+        tokio::time::timeout(DEADLINE, late.next()).await,
+        Ok(None)
+    ));
 }
 
 #[tokio::test]
