@@ -364,11 +364,11 @@ fn every_yaml_file_under_deploy_parses() {
 
 #[test]
 fn health_paths_are_the_ones_the_api_serves() {
-    let health = read("src/api/health.rs");
+    let health = read("src/api/rest/health.rs");
     for path in [LIVE, READY] {
         assert!(
             health.contains(&format!("path = \"{path}\"")),
-            "src/api/health.rs no longer serves {path}: update deploy/ and this test"
+            "src/api/rest/health.rs no longer serves {path}: update deploy/ and this test"
         );
     }
 }
