@@ -289,7 +289,7 @@ async fn latency(db: &mut Db, args: &BenchArgs, payload: &str) -> Result<serde_j
 
     // Completed events, from the node's event hub as any subscriber's.
     let hub = Hub::start(&store, 1 << 16).await?;
-    let events = hub.subscribe(None);
+    let events = hub.subscribe(None).await?;
     let id_to_seq: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     let done_hist = Arc::new(Mutex::new(new_hist()?));
     let seen = Arc::new(AtomicU64::new(0));

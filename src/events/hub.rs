@@ -11,11 +11,14 @@
 //! trimmed from the stream, or that was subscribed while the hub itself
 //! lost events, is told to re-read state ([`Delivery::Resync`]). Nothing is
 //! skipped silently.
+//!
+//! The hub reads Redis only while it has subscribers: with none, its reader
+//! pauses, and the next subscriber resumes it from the newest event.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::Result;
@@ -62,6 +65,8 @@ struct Inner {
     store: Store,
     /// Held while an event is sent, so a subscriber joins between two events.
     sender: Mutex<Sent>,
+    /// Wakes the paused reader when a subscriber arrives.
+    wake: Notify,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -69,8 +74,12 @@ struct Inner {
 struct Sent {
     /// None once the hub has stopped.
     tx: Option<broadcast::Sender<Item>>,
-    /// The last event sent (or where the hub started).
+    /// The last event sent (or where the hub started or resumed).
     position: EventId,
+    /// Nobody listens: the reader is not reading.
+    paused: bool,
+    /// Where the paused reader goes on from when it resumes.
+    resume_from: Option<EventId>,
 }
 
 impl Hub {
@@ -87,7 +96,10 @@ impl Hub {
                 sender: Mutex::new(Sent {
                     tx: Some(tx),
                     position,
+                    paused: false,
+                    resume_from: None,
                 }),
+                wake: Notify::new(),
                 stop,
                 task: Mutex::new(None),
             }),
@@ -108,6 +120,13 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Whether the hub is reading the stream (false while nobody
+    /// subscribes, and once stopped).
+    pub fn is_reading(&self) -> bool {
+        let sent = self.lock();
+        sent.tx.is_some() && !sent.paused
+    }
+
     /// How many subscriptions are open.
     pub fn subscribers(&self) -> usize {
         self.inner
@@ -119,31 +138,53 @@ impl Hub {
     }
 
     /// A subscription to events after `after` (replayed from the stream,
-    /// then live), or to live events only when `after` is None.
-    pub fn subscribe(&self, after: Option<EventId>) -> Subscription {
-        let sent = self
-            .inner
+    /// then live), or to live events only when `after` is None. While
+    /// nobody subscribes the hub does not read the stream; the first
+    /// subscriber resumes it from the newest event (one Redis read).
+    pub async fn subscribe(&self, after: Option<EventId>) -> Result<Subscription> {
+        loop {
+            let paused = self.lock().paused;
+            let newest = match paused {
+                true => Some(self.inner.store.last_event_id().await?),
+                false => None,
+            };
+            let mut sent = self.lock();
+            if sent.paused != paused {
+                // Paused or resumed meanwhile: look again.
+                continue;
+            }
+            if let Some(newest) = newest {
+                sent.position = newest;
+                sent.resume_from = Some(newest);
+                sent.paused = false;
+                self.inner.wake.notify_one();
+            }
+            let live_from = sent.position;
+            let rx = match &sent.tx {
+                Some(tx) => tx.subscribe(),
+                // Stopped: a subscription that ends after its replay.
+                None => broadcast::channel(1).1,
+            };
+            drop(sent);
+            let replay = after.filter(|a| *a < live_from).map(|a| Replaying {
+                after: a,
+                until: live_from,
+                page: VecDeque::new(),
+            });
+            return Ok(Subscription {
+                store: self.inner.store.clone(),
+                rx,
+                replay,
+                last: after.unwrap_or(live_from),
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
+        self.inner
             .sender
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let live_from = sent.position;
-        let rx = match &sent.tx {
-            Some(tx) => tx.subscribe(),
-            // Stopped: a subscription that ends after its replay.
-            None => broadcast::channel(1).1,
-        };
-        drop(sent);
-        let replay = after.filter(|a| *a < live_from).map(|a| Replaying {
-            after: a,
-            until: live_from,
-            page: VecDeque::new(),
-        });
-        Subscription {
-            store: self.inner.store.clone(),
-            rx,
-            replay,
-            last: after.unwrap_or(live_from),
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stops following; open subscriptions end after the events already
@@ -168,6 +209,32 @@ async fn follow(
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
+        let Some(inner) = hub.upgrade() else { break };
+        // Nobody listens: stop reading until a subscriber resumes the hub
+        // (from the newest event; what happened meanwhile has no audience).
+        let idle = {
+            let Ok(mut sent) = inner.sender.lock() else {
+                break;
+            };
+            if let Some(from) = sent.resume_from.take() {
+                reader.seek(from);
+            }
+            let idle = sent.tx.as_ref().is_none_or(|tx| tx.receiver_count() == 0);
+            sent.paused = idle;
+            idle
+        };
+        if idle {
+            // `notify_one` keeps a permit: a wake-up between the unlock
+            // above and this wait is not lost.
+            // The wait ends every second too, so a hub dropped without
+            // `stop` lets its reader end (it holds the hub meanwhile).
+            tokio::select! {
+                _ = inner.wake.notified() => continue,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        drop(inner);
         let read = tokio::select! {
             read = reader.next() => read,
             _ = stopped.wait_for(|s| *s) => break,

@@ -459,6 +459,13 @@ impl EventReader {
         self.after
     }
 
+    /// Moves the reader to `after` (the next read returns what follows it).
+    pub fn seek(&mut self, after: EventId) {
+        self.after = after;
+        self.partial = after != EventId::ZERO && after.index != u32::MAX;
+        self.check_trim = true;
+    }
+
     /// How long one read waits for new events (default 2 s).
     pub fn set_block(&mut self, block: Duration) {
         self.block = block.max(Duration::from_millis(1));

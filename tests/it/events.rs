@@ -253,11 +253,11 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
     let start = hub.position();
     assert_eq!(start, store.last_event_id().await.unwrap());
 
-    let mut live = hub.subscribe(None);
-    let mut other = hub.subscribe(None);
+    let mut live = hub.subscribe(None).await.unwrap();
+    let mut other = hub.subscribe(None).await.unwrap();
     // From the stream's start: the event before the hub started, replayed.
-    let mut replaying = hub.subscribe(Some(EventId::ZERO));
-    let mut slow = hub.subscribe(None);
+    let mut replaying = hub.subscribe(Some(EventId::ZERO)).await.unwrap();
+    let mut slow = hub.subscribe(None).await.unwrap();
     assert_eq!(hub.subscribers(), 4);
 
     let mut ids = Vec::new();
@@ -310,7 +310,7 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
     assert_eq!(hub.subscribers(), 1);
 
     // Stopped: what was sent is delivered, then the subscription ends.
-    let mut tail = hub.subscribe(None);
+    let mut tail = hub.subscribe(None).await.unwrap();
     let a = create(&store, task_for("echo")).await.id;
     let b = create(&store, task_for("echo")).await.id;
     let last = all_events(&store).await.last().unwrap().id;
@@ -331,7 +331,7 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
         Ok(None)
     ));
     // A subscription made after the stop ends at once, it does not hang.
-    let mut late = hub.subscribe(None);
+    let mut late = hub.subscribe(None).await.unwrap();
     assert!(matches!(
         tokio::time::timeout(DEADLINE, late.next()).await,
         Ok(None)
@@ -349,7 +349,7 @@ async fn a_subscriber_whose_start_was_trimmed_is_told_to_resync() {
     let first = all_events(&store).await[0].id;
     trim_stream(&store, 1).await;
     let hub = Hub::start(&store, 64).await.unwrap();
-    let mut sub = hub.subscribe(Some(first));
+    let mut sub = hub.subscribe(Some(first)).await.unwrap();
     match tokio::time::timeout(DEADLINE, sub.next()).await {
         Ok(Some(Ok(Delivery::Resync))) => {}
         other => panic!("expected a resync, got {other:?}"),
@@ -365,7 +365,7 @@ async fn a_node_sees_what_happened_on_another_node() {
     let config = || node_config(&redis.url(), None, taskherd::clock::Clock::redis());
     let a = TestNode::start(config(), Registry::new()).await;
     let b = TestNode::start(config(), Registry::new()).await;
-    let mut on_b = b.events.subscribe(None);
+    let mut on_b = b.events.subscribe(None).await.unwrap();
     let t = create(&a.store, owned("echo", "alice")).await;
     let c = claim_one(&a.store, "echo").await;
     complete_ok(&a.store, &c).await;
@@ -383,4 +383,43 @@ async fn a_node_sees_what_happened_on_another_node() {
         tokio::time::timeout(DEADLINE, on_b.next()).await,
         Ok(None)
     ));
+}
+
+#[tokio::test]
+async fn the_hub_reads_nothing_while_nobody_subscribes() {
+    let redis = TestRedis::start();
+    let store = redis.store().await;
+    let hub = Hub::start(&store, 64).await.unwrap();
+    crate::support::wait_until("the hub pauses", DEADLINE, || {
+        let reading = hub.is_reading();
+        async move { (!reading).then_some(()) }
+    })
+    .await;
+    let raw = raw_redis(store.redis_url()).await;
+    let _: () = raw.config_resetstat().await.unwrap();
+    for _ in 0..3 {
+        create(&store, task_for("echo")).await;
+    }
+    let info: String = raw
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap();
+    assert!(
+        !info.contains("cmdstat_xread:"),
+        "a paused hub read: {info}"
+    );
+
+    // The first subscriber resumes it from the newest event: what happened
+    // while nobody listened is not delivered as live.
+    let mut sub = hub.subscribe(None).await.unwrap();
+    assert!(hub.is_reading());
+    let next = create(&store, task_for("echo")).await;
+    assert_eq!(next_event(&mut sub).await.task_id, next.id);
+    drop(sub);
+    crate::support::wait_until("the hub pauses again", DEADLINE, || {
+        let reading = hub.is_reading();
+        async move { (!reading).then_some(()) }
+    })
+    .await;
+    hub.stop().await;
 }
