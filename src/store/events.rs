@@ -576,7 +576,10 @@ impl EventReader {
     /// Closes the reader's connection.
     pub async fn close(self) {
         if let Some(client) = self.client {
-            let _ = client.quit().await;
+            // A cancelled blocking XREAD holds the connection until its
+            // block time ends, and QUIT waits behind it: send it, do not
+            // wait for it (the connection closes by itself after the block).
+            let _ = tokio::time::timeout(Duration::from_millis(100), client.quit()).await;
         }
     }
 }
