@@ -9,9 +9,8 @@ use crate::error::{Error, Result};
 use crate::task::validate_ident;
 
 /// How an agent's tasks are executed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Enum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AgentKind {
     /// A Rust `Handler` registered in the nodes' worker registry.
     Handler,
@@ -23,9 +22,8 @@ pub enum AgentKind {
 }
 
 /// An agent record.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Agent {
     /// Agent id (the `agentId` tasks name).
     pub id: String,
@@ -34,7 +32,6 @@ pub struct Agent {
     pub name: String,
     /// Free-form type as in the seeds (`llm`, `translator` ...).
     #[serde(default, rename = "type")]
-    #[oai(rename = "type")]
     pub agent_type: String,
     /// How its tasks run.
     #[serde(default)]

@@ -8,9 +8,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::error::{Errors, status as s};
-use super::models::{AgentInput, AgentList, ApiTags, NodeList};
+use super::models::{AgentBody, AgentInput, AgentList, ApiTags, NodeList};
 use super::{AppState, BearerAuth};
-use crate::store::Agent;
 
 pub(super) struct AgentsApi;
 
@@ -19,10 +18,10 @@ pub(super) struct AgentsApi;
 enum PutAgentResponse {
     /// Created.
     #[oai(status = 201)]
-    Created(Json<Agent>),
+    Created(Json<AgentBody>),
     /// Updated.
     #[oai(status = 200)]
-    Updated(Json<Agent>),
+    Updated(Json<AgentBody>),
 }
 
 /// 204 when deleted.
@@ -46,7 +45,13 @@ impl AgentsApi {
         Data(state): Data<&Arc<AppState>>,
     ) -> Result<Json<AgentList>, Errors<{ s::AUTHED }>> {
         Ok(Json(AgentList {
-            agents: state.queue.agents(&principal).await?,
+            agents: state
+                .queue
+                .agents(&principal)
+                .await?
+                .into_iter()
+                .map(AgentBody::from)
+                .collect(),
         }))
     }
 
@@ -58,8 +63,8 @@ impl AgentsApi {
         Data(state): Data<&Arc<AppState>>,
         /// Agent id.
         id: Path<String>,
-    ) -> Result<Json<Agent>, Errors<{ s::AUTHED | s::NOT_FOUND }>> {
-        Ok(Json(state.queue.agent(&principal, &id.0).await?))
+    ) -> Result<Json<AgentBody>, Errors<{ s::AUTHED | s::NOT_FOUND }>> {
+        Ok(Json(state.queue.agent(&principal, &id.0).await?.into()))
     }
 
     /// Create or update an agent (admin)
@@ -81,9 +86,9 @@ impl AgentsApi {
         let agent = body.0.into_agent(id.0);
         let created = state.queue.put_agent(&principal, &agent).await?;
         Ok(if created {
-            PutAgentResponse::Created(Json(agent))
+            PutAgentResponse::Created(Json(agent.into()))
         } else {
-            PutAgentResponse::Updated(Json(agent))
+            PutAgentResponse::Updated(Json(agent.into()))
         })
     }
 

@@ -12,6 +12,7 @@ use poem_openapi::{Object, Tags};
 use serde_json::Value;
 
 use crate::store::{Agent, AgentKind};
+
 use crate::task::{NewTask, Priority, Task, TaskMetrics};
 
 /// A JSON string, and only a string: poem-openapi's `String` also takes
@@ -491,7 +492,7 @@ pub struct AgentInput {
     #[oai(rename = "type", validator(max_length = 64))]
     pub agent_type: Option<Text>,
     /// How its tasks run (default EXTERNAL).
-    pub kind: Option<AgentKind>,
+    pub kind: Option<AgentKindBody>,
     /// Endpoint the HTTP executor posts to (kind HTTP).
     #[oai(validator(max_length = 2048))]
     pub endpoint: Option<Text>,
@@ -507,7 +508,7 @@ impl AgentInput {
             id,
             name: self.name.unwrap_or_default().0,
             agent_type: self.agent_type.unwrap_or_default().0,
-            kind: self.kind.unwrap_or_default(),
+            kind: self.kind.map(AgentKind::from).unwrap_or_default(),
             endpoint: self.endpoint.map(|e| e.0),
             concurrency: self.concurrency,
         }
@@ -519,7 +520,7 @@ impl AgentInput {
 #[oai(rename_all = "camelCase")]
 pub struct AgentList {
     /// Agents, by id.
-    pub agents: Vec<Agent>,
+    pub agents: Vec<AgentBody>,
 }
 
 /// Live nodes.
@@ -608,6 +609,74 @@ mod tests {
             "1.5",
         ] {
             assert!(ms(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
+
+/// How an agent's tasks are executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename = "AgentKind", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AgentKindBody {
+    /// A Rust `Handler` registered in the nodes' worker registry.
+    Handler,
+    /// The built-in HTTP executor POSTs each task to `endpoint`.
+    Http,
+    /// External workers claim its tasks over the API.
+    External,
+}
+
+impl From<AgentKind> for AgentKindBody {
+    fn from(kind: AgentKind) -> Self {
+        match kind {
+            AgentKind::Handler => Self::Handler,
+            AgentKind::Http => Self::Http,
+            AgentKind::External => Self::External,
+        }
+    }
+}
+
+impl From<AgentKindBody> for AgentKind {
+    fn from(kind: AgentKindBody) -> Self {
+        match kind {
+            AgentKindBody::Handler => Self::Handler,
+            AgentKindBody::Http => Self::Http,
+            AgentKindBody::External => Self::External,
+        }
+    }
+}
+
+/// An agent record.
+#[derive(Clone, Debug, PartialEq, Object)]
+#[oai(
+    rename = "Agent",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct AgentBody {
+    /// Agent id (the `agentId` tasks name).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free-form type as in the seeds (`llm`, `translator` ...).
+    #[oai(rename = "type")]
+    pub agent_type: String,
+    /// How its tasks run.
+    pub kind: AgentKindBody,
+    /// Endpoint of the HTTP executor (kind HTTP).
+    pub endpoint: Option<String>,
+    /// Most tasks of this agent one node runs at once (default: node limit).
+    pub concurrency: Option<u32>,
+}
+
+impl From<Agent> for AgentBody {
+    fn from(a: Agent) -> Self {
+        Self {
+            id: a.id,
+            name: a.name,
+            agent_type: a.agent_type,
+            kind: a.kind.into(),
+            endpoint: a.endpoint,
+            concurrency: a.concurrency,
         }
     }
 }
