@@ -43,9 +43,8 @@ pub struct StatsFilter {
 }
 
 /// Counts for one agent or task type.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, poem_openapi::Object)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase")]
 pub struct Breakdown {
     /// Tasks created.
     pub created: u64,
@@ -60,9 +59,8 @@ pub struct Breakdown {
 }
 
 /// Outcomes over a date range.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, poem_openapi::Object)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Statistics {
     /// Tasks created in the range.
     pub total_tasks: u64,

@@ -3,6 +3,7 @@
 //! fields (status, retryCount, ownerId, lease) by sending them.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{
@@ -11,7 +12,7 @@ use poem_openapi::types::{
 use poem_openapi::{Object, Tags};
 use serde_json::Value;
 
-use crate::store::{Agent, AgentKind};
+use crate::store::{Agent, AgentKind, Breakdown, Statistics};
 
 use crate::task::{NewTask, Priority, Task, TaskMetrics};
 
@@ -677,6 +678,112 @@ impl From<Agent> for AgentBody {
             kind: a.kind.into(),
             endpoint: a.endpoint,
             concurrency: a.concurrency,
+        }
+    }
+}
+
+/// Counts for one agent or task type.
+#[derive(Clone, Debug, PartialEq, Object)]
+#[oai(rename = "Breakdown", rename_all = "camelCase")]
+pub struct BreakdownBody {
+    /// Tasks created.
+    pub created: u64,
+    /// Tasks completed.
+    pub completed: u64,
+    /// Tasks failed for good.
+    pub failed: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+    /// Tasks timed out for good.
+    pub timeout: u64,
+}
+
+/// Outcomes over a date range.
+#[derive(Clone, Debug, PartialEq, Object)]
+#[oai(
+    rename = "Statistics",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct StatisticsBody {
+    /// Tasks created in the range.
+    pub total_tasks: u64,
+    /// Completed in the range.
+    pub completed_tasks: u64,
+    /// Failed for good in the range.
+    pub failed_tasks: u64,
+    /// Cancelled in the range.
+    pub cancelled_tasks: u64,
+    /// Timed out for good in the range.
+    pub timeout_tasks: u64,
+    /// Retries scheduled (automatic) in the range.
+    pub retries: u64,
+    /// completed / (completed + failed + timeout), in percent (0 with no outcomes).
+    pub success_rate: f64,
+    /// Mean duration of completed attempts (ms).
+    pub average_duration_ms: Option<f64>,
+    /// 95th percentile duration of completed attempts (ms, upper bound of its
+    /// histogram bucket). When it falls in the open bucket past one hour, this
+    /// is 3,600,000 and means "at least one hour".
+    pub p95_duration_ms: Option<u64>,
+    /// Sum of actualCost.
+    pub total_cost: f64,
+    /// Mean actualCost of tasks that reported one.
+    pub average_cost: Option<f64>,
+    /// Mean qualityScore of tasks that reported one.
+    pub average_quality: Option<f64>,
+    /// Tokens in (reported metrics).
+    pub tokens_in: u64,
+    /// Tokens out (reported metrics).
+    pub tokens_out: u64,
+    /// Per agent.
+    pub by_agent: BTreeMap<String, BreakdownBody>,
+    /// Per task type.
+    pub by_task_type: BTreeMap<String, BreakdownBody>,
+    /// First UTC day counted (ms at 00:00). A range longer than 366 days is
+    /// cut to its last 366 days.
+    pub from_ms: i64,
+    /// Last UTC day counted (ms at 00:00).
+    pub to_ms: i64,
+}
+
+impl From<Breakdown> for BreakdownBody {
+    fn from(b: Breakdown) -> Self {
+        Self {
+            created: b.created,
+            completed: b.completed,
+            failed: b.failed,
+            cancelled: b.cancelled,
+            timeout: b.timeout,
+        }
+    }
+}
+
+impl From<Statistics> for StatisticsBody {
+    fn from(s: Statistics) -> Self {
+        Self {
+            total_tasks: s.total_tasks,
+            completed_tasks: s.completed_tasks,
+            failed_tasks: s.failed_tasks,
+            cancelled_tasks: s.cancelled_tasks,
+            timeout_tasks: s.timeout_tasks,
+            retries: s.retries,
+            success_rate: s.success_rate,
+            average_duration_ms: s.average_duration_ms,
+            p95_duration_ms: s.p95_duration_ms,
+            total_cost: s.total_cost,
+            average_cost: s.average_cost,
+            average_quality: s.average_quality,
+            tokens_in: s.tokens_in,
+            tokens_out: s.tokens_out,
+            by_agent: s.by_agent.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            by_task_type: s
+                .by_task_type
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect(),
+            from_ms: s.from_ms,
+            to_ms: s.to_ms,
         }
     }
 }

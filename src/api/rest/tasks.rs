@@ -11,10 +11,10 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::error::{Errors, status as s};
 use super::models::{
     ApiTags, BatchCreateBody, BatchCreateResult, CleanupResult, CreateTaskRequest, QueryTime,
-    TimeoutResult,
+    StatisticsBody, TimeoutResult,
 };
 use super::{AppState, BearerAuth};
-use crate::store::{ListFilter, QueueStatus, Statistics, StatsFilter, TaskPage};
+use crate::store::{ListFilter, QueueStatus, StatsFilter, TaskPage};
 use crate::task::{Priority, Task, TaskStatus};
 
 pub(super) struct TasksApi;
@@ -294,14 +294,16 @@ impl TasksApi {
         /// A time in the last day (Unix ms, or RFC 3339; default now).
         #[oai(name = "endDate")]
         end_date: Query<Option<QueryTime>>,
-    ) -> Result<Json<Statistics>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
+    ) -> Result<Json<StatisticsBody>, Errors<{ s::AUTHED | s::BAD_REQUEST }>> {
         let filter = StatsFilter {
             agent_id: agent_id.0,
             task_type: task_type.0,
             from_ms: start_date.0.map(|t| t.unix_ms),
             to_ms: end_date.0.map(|t| t.unix_ms),
         };
-        Ok(Json(state.queue.statistics(&principal, &filter).await?))
+        Ok(Json(
+            state.queue.statistics(&principal, &filter).await?.into(),
+        ))
     }
 
     /// Delete old finished tasks (admin)
