@@ -79,9 +79,8 @@ pub mod health_thresholds {
 }
 
 /// healthy / warning / critical.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-#[oai(rename_all = "lowercase")]
 pub enum QueueHealth {
     /// Work is being picked up promptly.
     Healthy,
@@ -92,9 +91,8 @@ pub enum QueueHealth {
 }
 
 /// One agent's queue.
-#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct AgentQueue {
     /// Agent id.
     pub agent_id: String,
@@ -107,9 +105,8 @@ pub struct AgentQueue {
 }
 
 /// The queue's shape at one instant.
-#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct QueueStatus {
     /// Live tasks (not yet cleaned up).
     pub total_tasks: u64,

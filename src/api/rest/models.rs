@@ -12,7 +12,7 @@ use poem_openapi::types::{
 use poem_openapi::{Object, Tags};
 use serde_json::Value;
 
-use crate::store::{Agent, AgentKind, Breakdown, Statistics};
+use crate::store::{Agent, AgentKind, AgentQueue, Breakdown, QueueHealth, QueueStatus, Statistics};
 
 use crate::task::{NewTask, Priority, Task, TaskMetrics};
 
@@ -784,6 +784,114 @@ impl From<Statistics> for StatisticsBody {
                 .collect(),
             from_ms: s.from_ms,
             to_ms: s.to_ms,
+        }
+    }
+}
+
+/// healthy / warning / critical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename = "QueueHealth", rename_all = "lowercase")]
+pub enum QueueHealthBody {
+    /// Work is being picked up promptly.
+    Healthy,
+    /// Backlog or waiting time is building up.
+    Warning,
+    /// Backlog or waiting time is far past normal.
+    Critical,
+}
+
+/// One agent's queue.
+#[derive(Clone, Debug, Object)]
+#[oai(
+    rename = "AgentQueue",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct AgentQueueBody {
+    /// Agent id.
+    pub agent_id: String,
+    /// Live tasks per status.
+    pub by_status: BTreeMap<String, u64>,
+    /// Ready (claimable now) tasks per priority.
+    pub ready_by_priority: BTreeMap<String, u64>,
+    /// How long its oldest ready task has waited (ms).
+    pub oldest_waiting_ms: Option<i64>,
+}
+
+/// The queue's shape at one instant.
+#[derive(Clone, Debug, Object)]
+#[oai(
+    rename = "QueueStatus",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct QueueStatusBody {
+    /// Live tasks (not yet cleaned up).
+    pub total_tasks: u64,
+    /// QUEUED (ready or delayed).
+    pub queued_tasks: u64,
+    /// PROCESSING.
+    pub processing_tasks: u64,
+    /// COMPLETED.
+    pub completed_tasks: u64,
+    /// FAILED.
+    pub failed_tasks: u64,
+    /// CANCELLED.
+    pub cancelled_tasks: u64,
+    /// TIMEOUT.
+    pub timeout_tasks: u64,
+    /// QUEUED tasks waiting for runAt or a retry backoff.
+    pub delayed_tasks: u64,
+    /// Ready tasks per priority, all agents.
+    pub ready_by_priority: BTreeMap<String, u64>,
+    /// Per agent.
+    pub agents: Vec<AgentQueueBody>,
+    /// How long the oldest ready task has waited (ms).
+    pub oldest_waiting_ms: Option<i64>,
+    /// healthy / warning / critical (thresholds: `health_thresholds`, and the
+    /// queueStatus operation's description).
+    pub queue_health: QueueHealthBody,
+    /// When this snapshot was taken (ms, Redis clock).
+    pub timestamp: i64,
+}
+
+impl From<QueueHealth> for QueueHealthBody {
+    fn from(h: QueueHealth) -> Self {
+        match h {
+            QueueHealth::Healthy => Self::Healthy,
+            QueueHealth::Warning => Self::Warning,
+            QueueHealth::Critical => Self::Critical,
+        }
+    }
+}
+
+impl From<AgentQueue> for AgentQueueBody {
+    fn from(a: AgentQueue) -> Self {
+        Self {
+            agent_id: a.agent_id,
+            by_status: a.by_status,
+            ready_by_priority: a.ready_by_priority,
+            oldest_waiting_ms: a.oldest_waiting_ms,
+        }
+    }
+}
+
+impl From<QueueStatus> for QueueStatusBody {
+    fn from(q: QueueStatus) -> Self {
+        Self {
+            total_tasks: q.total_tasks,
+            queued_tasks: q.queued_tasks,
+            processing_tasks: q.processing_tasks,
+            completed_tasks: q.completed_tasks,
+            failed_tasks: q.failed_tasks,
+            cancelled_tasks: q.cancelled_tasks,
+            timeout_tasks: q.timeout_tasks,
+            delayed_tasks: q.delayed_tasks,
+            ready_by_priority: q.ready_by_priority,
+            agents: q.agents.into_iter().map(AgentQueueBody::from).collect(),
+            oldest_waiting_ms: q.oldest_waiting_ms,
+            queue_health: q.queue_health.into(),
+            timestamp: q.timestamp,
         }
     }
 }

@@ -11,10 +11,10 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::error::{Errors, status as s};
 use super::models::{
     ApiTags, BatchCreateBody, BatchCreateResult, CleanupResult, CreateTaskRequest, QueryTime,
-    StatisticsBody, TimeoutResult,
+    QueueStatusBody, StatisticsBody, TimeoutResult,
 };
 use super::{AppState, BearerAuth};
-use crate::store::{ListFilter, QueueStatus, StatsFilter, TaskPage};
+use crate::store::{ListFilter, StatsFilter, TaskPage};
 use crate::task::{Priority, Task, TaskStatus};
 
 pub(super) struct TasksApi;
@@ -256,8 +256,8 @@ impl TasksApi {
         &self,
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
-    ) -> Result<Json<QueueStatus>, Errors<{ s::AUTHED }>> {
-        Ok(Json(state.queue.queue_status(&principal).await?))
+    ) -> Result<Json<QueueStatusBody>, Errors<{ s::AUTHED }>> {
+        Ok(Json(state.queue.queue_status(&principal).await?.into()))
     }
 
     /// Statistics
