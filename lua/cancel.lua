@@ -5,8 +5,8 @@
 --   counts HASH, stats:<day> HASH, events STREAM, signal channel
 -- ARGV: [1] now ms override or ""  [2] task id  [3] reason ("" for none)
 --   [4] owner the task must have ("" for any)  [5] agent it must have ("" for any)
--- Returns: { "<status the task had (QUEUED or PROCESSING)>|<agent>|<taskType>",
---   the record after the change as a flat HGETALL array }
+-- Returns: { the status the task had (QUEUED or PROCESSING), the record after
+--   the change as a flat HGETALL array }
 -- Errors: TASK_NOT_FOUND (also for a task outside the owner/agent scope, so
 --   a caller learns nothing of others' tasks), ALREADY_TERMINAL (nothing written)
 -- Events: cancelled
@@ -38,4 +38,4 @@ move_status(id, agent, tonumber(v[5]), status, 'CANCELLED')
 stat(now, agent, task_type, 'CANCELLED', 1)
 emit(now, 'cancelled', id, agent, v[7], task_type, 'CANCELLED', 'previousStatus', status)
 W.flush()
-return { status .. '|' .. agent .. '|' .. task_type, redis.call('HGETALL', K.task(id)) }
+return { status, redis.call('HGETALL', K.task(id)) }

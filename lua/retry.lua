@@ -4,8 +4,8 @@
 --   task:<id> HASH, ready/finished ZSETs, idx:status:* ZSETs, counts HASH, events STREAM
 -- ARGV: [1] now ms override or ""  [2] task id
 --   [3] owner the task must have ("" for any)  [4] agent it must have ("" for any)
--- Returns: { "<the status the task had>|<agent>|<taskType>",
---   the record after the change as a flat HGETALL array }
+-- Returns: { the status the task had, the record after the change as a flat
+--   HGETALL array }
 -- Errors: TASK_NOT_FOUND (also for a task outside the owner/agent scope),
 --   NOT_RETRYABLE (QUEUED, PROCESSING or COMPLETED; nothing written)
 -- Events: retried
@@ -30,4 +30,4 @@ move_status(id, agent, tonumber(v[4]), status, 'QUEUED')
 W.publish('w:' .. agent)
 emit(now, 'retried', id, agent, v[6], v[5], 'QUEUED', 'previousStatus', status)
 W.flush()
-return { status .. '|' .. agent .. '|' .. (v[5] or ''), redis.call('HGETALL', K.task(id)) }
+return { status, redis.call('HGETALL', K.task(id)) }

@@ -94,15 +94,16 @@ impl Store {
     }
 }
 
-/// `{ "<status>|<agent>|<taskType>", record }`.
+/// `{ previous status, record }`.
 fn changed(script: &'static str, value: Value) -> Result<Changed> {
     let r = super::reply::Reply { script };
     let mut parts = r.array(value)?.into_iter();
-    let (Some(tag), Some(record), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(r.err("expected a status tag and a record"));
+    let (Some(status), Some(record), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(r.err("expected a status and a record"));
     };
-    let tag = r.string(tag)?;
-    let (previous, _, _) = r.status_tag(&tag)?;
+    let status = r.string(status)?;
+    let previous =
+        TaskStatus::parse(&status).ok_or_else(|| r.err(format!("unknown status {status:?}")))?;
     let task = super::query::parse_task(r.pairs(record)?)?;
     Ok(Changed { previous, task })
 }

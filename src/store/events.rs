@@ -147,14 +147,6 @@ impl EventKind {
     pub fn parse(s: &str) -> Option<EventKind> {
         EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
-
-    /// Whether the task ended with it (one such event per finished task).
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            EventKind::Completed | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut
-        )
-    }
 }
 
 /// One transition of one task.

@@ -63,23 +63,6 @@ impl Reply {
             .collect()
     }
 
-    /// Splits a `<status>|<agent>|<taskType>` reply (cancel, retry).
-    pub(crate) fn status_tag<'a>(
-        &self,
-        reply: &'a str,
-    ) -> Result<(crate::task::TaskStatus, &'a str, &'a str)> {
-        let mut it = reply.split('|');
-        let status = it
-            .next()
-            .and_then(crate::task::TaskStatus::parse)
-            .ok_or_else(|| self.err(format!("unknown status in {reply:?}")))?;
-        let agent = it.next().ok_or_else(|| self.err("reply without agent"))?;
-        let task_type = it
-            .next()
-            .ok_or_else(|| self.err("reply without task type"))?;
-        Ok((status, agent, task_type))
-    }
-
     /// Splits a flat array into rows of `width`.
     pub(crate) fn rows(&self, v: Value, width: usize) -> Result<Vec<Vec<Value>>> {
         let items = self.array(v)?;

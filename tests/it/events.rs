@@ -40,6 +40,25 @@ async fn next_events(sub: &mut Subscription, n: usize) -> Vec<Event> {
     out
 }
 
+/// The task ids of the next `n` events of `sub`.
+async fn next_task_ids(sub: &mut Subscription, n: usize) -> Vec<String> {
+    next_events(sub, n)
+        .await
+        .into_iter()
+        .map(|e| e.task_id)
+        .collect()
+}
+
+/// Waits until the hub has sent every event the stream holds.
+async fn wait_until_sent(hub: &Hub, store: &Store) {
+    let last = all_events(store).await.last().map(|e| e.id).unwrap();
+    crate::support::wait_until("hub sent everything", DEADLINE, || {
+        let p = hub.position();
+        async move { (p >= last).then_some(()) }
+    })
+    .await;
+}
+
 /// Trims the stream to its newest `keep` entries, exactly (not `~`), as
 /// retention would.
 async fn trim_stream(store: &Store, keep: u64) {
@@ -264,23 +283,11 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
     for _ in 0..3 {
         ids.push(create(&store, task_for("echo")).await.id);
     }
-    let got: Vec<String> = next_events(&mut live, 3)
-        .await
-        .into_iter()
-        .map(|e| e.task_id)
-        .collect();
+    let got: Vec<String> = next_task_ids(&mut live, 3).await;
     assert_eq!(got, ids);
-    let got: Vec<String> = next_events(&mut other, 3)
-        .await
-        .into_iter()
-        .map(|e| e.task_id)
-        .collect();
+    let got: Vec<String> = next_task_ids(&mut other, 3).await;
     assert_eq!(got, ids, "every subscriber gets every event");
-    let got: Vec<String> = next_events(&mut replaying, 4)
-        .await
-        .into_iter()
-        .map(|e| e.task_id)
-        .collect();
+    let got: Vec<String> = next_task_ids(&mut replaying, 4).await;
     let mut expected = vec![before.id.clone()];
     expected.extend(ids.iter().cloned());
     assert_eq!(got, expected, "replay, then live, each once");
@@ -289,21 +296,12 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
     for _ in 0..5 {
         ids.push(create(&store, task_for("echo")).await.id);
     }
-    let last = all_events(&store).await.last().unwrap().id;
-    crate::support::wait_until("hub sent everything", DEADLINE, || {
-        let p = hub.position();
-        async move { (p >= last).then_some(()) }
-    })
-    .await;
+    wait_until_sent(&hub, &store).await;
     match tokio::time::timeout(DEADLINE, slow.next()).await {
         Ok(Some(Ok(Delivery::Lagged { missed }))) => assert_eq!(missed, 4),
         other => panic!("expected a lag, got {other:?}"),
     }
-    let rest: Vec<String> = next_events(&mut slow, 4)
-        .await
-        .into_iter()
-        .map(|e| e.task_id)
-        .collect();
+    let rest: Vec<String> = next_task_ids(&mut slow, 4).await;
     assert_eq!(rest, ids[4..].to_vec(), "after the lag, the newest four");
 
     drop((live, other, replaying));
@@ -313,18 +311,9 @@ async fn the_hub_fans_out_replays_then_goes_live_and_tells_a_slow_subscriber_it_
     let mut tail = hub.subscribe(None).await.unwrap();
     let a = create(&store, task_for("echo")).await.id;
     let b = create(&store, task_for("echo")).await.id;
-    let last = all_events(&store).await.last().unwrap().id;
-    crate::support::wait_until("hub sent everything", DEADLINE, || {
-        let p = hub.position();
-        async move { (p >= last).then_some(()) }
-    })
-    .await;
+    wait_until_sent(&hub, &store).await;
     hub.stop().await;
-    let got: Vec<String> = next_events(&mut tail, 2)
-        .await
-        .into_iter()
-        .map(|e| e.task_id)
-        .collect();
+    let got: Vec<String> = next_task_ids(&mut tail, 2).await;
     assert_eq!(got, vec![a, b]);
     assert!(matches!(
         tokio::time::timeout(DEADLINE, tail.next()).await,

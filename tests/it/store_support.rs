@@ -13,7 +13,7 @@ use fred::prelude::*;
 use fred::types::Value;
 use serde_json::json;
 use taskherd::clock::Clock;
-use taskherd::store::{ClaimRequest, ClaimedTask, Completion, Event, Failure, Store, StoreConfig};
+use taskherd::store::{ClaimRequest, ClaimedTask, Completion, Failure, Store, StoreConfig};
 use taskherd::task::{NewTask, Priority, Task};
 
 use crate::support::{T0_MS, TestRedis, raw_redis};
@@ -204,9 +204,7 @@ pub fn idx(store: &Store, name: &str) -> String {
 }
 
 /// Every event on the stream, oldest first (the store's typed reader).
-pub async fn events(store: &Store) -> Vec<Event> {
-    crate::support::all_events(store).await
-}
+pub use crate::support::all_events as events;
 
 /// The kinds of one task's events, oldest first.
 pub async fn events_of(store: &Store, id: &str) -> Vec<String> {
