@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Task status as the seeds name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Ready, or waiting for its `runAt` / retry backoff.
     Queued,
@@ -65,21 +64,9 @@ impl TaskStatus {
 
 /// Claim order: URGENT > HIGH > NORMAL > LOW.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    poem_openapi::Enum,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Priority {
     /// Claimed before everything else.
     Urgent,
@@ -118,32 +105,23 @@ impl Priority {
 }
 
 /// Measurements of one attempt, reported by the handler.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[oai(
-    rename_all = "camelCase",
-    skip_serializing_if_is_none,
-    deny_unknown_fields
-)]
 pub struct TaskMetrics {
     /// Wall time the handler reports (ms); the queue measures its own too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub duration_ms: Option<u64>,
     /// Tokens sent to the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub tokens_in: Option<u64>,
     /// Tokens the model produced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub tokens_out: Option<u64>,
 }
 
 /// A task as stored. Times are Unix milliseconds from Redis' clock.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Task {
     /// `task_` + ULID: time-ordered and unique.
     pub id: String,

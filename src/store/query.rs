@@ -46,9 +46,8 @@ pub struct ListFilter {
 }
 
 /// One page of tasks, newest first.
-#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct TaskPage {
     /// The tasks.
     pub tasks: Vec<Task>,

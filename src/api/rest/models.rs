@@ -12,9 +12,11 @@ use poem_openapi::types::{
 use poem_openapi::{Object, Tags};
 use serde_json::Value;
 
-use crate::store::{Agent, AgentKind, AgentQueue, Breakdown, QueueHealth, QueueStatus, Statistics};
+use crate::store::{
+    Agent, AgentKind, AgentQueue, Breakdown, QueueHealth, QueueStatus, Statistics, TaskPage,
+};
 
-use crate::task::{NewTask, Priority, Task, TaskMetrics};
+use crate::task::{NewTask, Priority, Task, TaskMetrics, TaskStatus};
 
 /// A JSON string, and only a string: poem-openapi's `String` also takes
 /// numbers and booleans (`false` would become "false"), which the schema
@@ -97,7 +99,7 @@ pub struct CreateTaskRequest {
     /// Input for the agent (any JSON, at most 1 MiB serialized by default).
     pub input_data: Option<Value>,
     /// Claim priority (default NORMAL).
-    pub priority: Option<Priority>,
+    pub priority: Option<PriorityBody>,
     /// Retries after the first attempt (default 3, at most 100).
     pub max_retries: Option<u32>,
     /// Hard limit on one attempt in ms (default one hour, at most 7 days).
@@ -118,7 +120,7 @@ impl CreateTaskRequest {
             agent_id: self.agent_id.0,
             task_type: self.task_type.0,
             input_data: self.input_data.unwrap_or(Value::Null),
-            priority: self.priority.unwrap_or_default(),
+            priority: self.priority.map(Into::into).unwrap_or_default(),
             max_retries: self.max_retries,
             timeout_ms: self.timeout_ms,
             estimated_cost: self.estimated_cost,
@@ -316,7 +318,7 @@ impl ParseFromParameter for QueryTime {
 #[oai(rename_all = "camelCase")]
 pub struct BatchCreateResult {
     /// The tasks (existing ones where an idempotency key matched).
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<TaskBody>,
     /// How many were created by this request.
     pub created_count: u32,
     /// How many already existed (idempotency key).
@@ -394,7 +396,7 @@ pub struct LeasedTask {
     /// Hard limit on this attempt (ms).
     pub timeout_ms: u64,
     /// Priority.
-    pub priority: Priority,
+    pub priority: PriorityBody,
     /// Lease deadline (Unix ms).
     pub lease_until: i64,
     /// Attempt deadline: start + timeoutMs (Unix ms).
@@ -412,7 +414,7 @@ impl From<crate::store::ClaimedTask> for LeasedTask {
             retry_count: c.retry_count,
             max_retries: c.max_retries,
             timeout_ms: c.timeout_ms,
-            priority: c.priority,
+            priority: c.priority.into(),
             lease_until: c.lease_until,
             deadline_at: c.deadline_at,
         }
@@ -465,7 +467,7 @@ pub struct CompleteRequest {
     #[oai(validator(minimum(value = "-1e15"), maximum(value = "1e15")))]
     pub quality_score: Option<f64>,
     /// Duration and token counts.
-    pub metrics: Option<TaskMetrics>,
+    pub metrics: Option<TaskMetricsBody>,
 }
 
 /// A failed attempt.
@@ -892,6 +894,249 @@ impl From<QueueStatus> for QueueStatusBody {
             oldest_waiting_ms: q.oldest_waiting_ms,
             queue_health: q.queue_health.into(),
             timestamp: q.timestamp,
+        }
+    }
+}
+
+/// Task status as the seeds name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename = "TaskStatus", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatusBody {
+    /// Ready, or waiting for its `runAt` / retry backoff.
+    Queued,
+    /// Leased to a worker.
+    Processing,
+    /// Finished successfully (terminal).
+    Completed,
+    /// Failed for good (terminal).
+    Failed,
+    /// Cancelled (terminal).
+    Cancelled,
+    /// Its last attempt overran `timeoutMs` (terminal).
+    Timeout,
+}
+
+impl From<TaskStatus> for TaskStatusBody {
+    fn from(s: TaskStatus) -> Self {
+        match s {
+            TaskStatus::Queued => Self::Queued,
+            TaskStatus::Processing => Self::Processing,
+            TaskStatus::Completed => Self::Completed,
+            TaskStatus::Failed => Self::Failed,
+            TaskStatus::Cancelled => Self::Cancelled,
+            TaskStatus::Timeout => Self::Timeout,
+        }
+    }
+}
+
+impl From<TaskStatusBody> for TaskStatus {
+    fn from(s: TaskStatusBody) -> Self {
+        match s {
+            TaskStatusBody::Queued => Self::Queued,
+            TaskStatusBody::Processing => Self::Processing,
+            TaskStatusBody::Completed => Self::Completed,
+            TaskStatusBody::Failed => Self::Failed,
+            TaskStatusBody::Cancelled => Self::Cancelled,
+            TaskStatusBody::Timeout => Self::Timeout,
+        }
+    }
+}
+
+/// Claim order: URGENT > HIGH > NORMAL > LOW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename = "Priority", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PriorityBody {
+    /// Claimed before everything else.
+    Urgent,
+    /// Before NORMAL and LOW.
+    High,
+    /// The default.
+    Normal,
+    /// Claimed last.
+    Low,
+}
+
+impl From<Priority> for PriorityBody {
+    fn from(p: Priority) -> Self {
+        match p {
+            Priority::Urgent => Self::Urgent,
+            Priority::High => Self::High,
+            Priority::Normal => Self::Normal,
+            Priority::Low => Self::Low,
+        }
+    }
+}
+
+impl From<PriorityBody> for Priority {
+    fn from(p: PriorityBody) -> Self {
+        match p {
+            PriorityBody::Urgent => Self::Urgent,
+            PriorityBody::High => Self::High,
+            PriorityBody::Normal => Self::Normal,
+            PriorityBody::Low => Self::Low,
+        }
+    }
+}
+
+/// Measurements of one attempt, reported by the handler.
+#[derive(Clone, Debug, Default, PartialEq, Object)]
+#[oai(
+    rename = "TaskMetrics",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none,
+    deny_unknown_fields
+)]
+pub struct TaskMetricsBody {
+    /// Wall time the handler reports (ms); the queue measures its own too.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub duration_ms: Option<u64>,
+    /// Tokens sent to the model.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub tokens_in: Option<u64>,
+    /// Tokens the model produced.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub tokens_out: Option<u64>,
+}
+
+impl From<TaskMetrics> for TaskMetricsBody {
+    fn from(m: TaskMetrics) -> Self {
+        Self {
+            duration_ms: m.duration_ms,
+            tokens_in: m.tokens_in,
+            tokens_out: m.tokens_out,
+        }
+    }
+}
+
+impl From<TaskMetricsBody> for TaskMetrics {
+    fn from(m: TaskMetricsBody) -> Self {
+        Self {
+            duration_ms: m.duration_ms,
+            tokens_in: m.tokens_in,
+            tokens_out: m.tokens_out,
+        }
+    }
+}
+
+/// A task as stored. Times are Unix milliseconds from Redis' clock.
+#[derive(Clone, Debug, PartialEq, Object)]
+#[oai(rename = "Task", rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct TaskBody {
+    /// `task_` + ULID: time-ordered and unique.
+    pub id: String,
+    /// The agent whose workers run it.
+    pub agent_id: String,
+    /// What kind of work (summarise, translate ...).
+    pub task_type: String,
+    /// Handler input.
+    pub input_data: Value,
+    /// Handler output, once completed.
+    pub output_data: Option<Value>,
+    /// Current status.
+    pub status: TaskStatusBody,
+    /// Claim priority.
+    pub priority: PriorityBody,
+    /// Retries used so far (attempts - 1).
+    pub retry_count: u32,
+    /// Retries allowed after the first attempt.
+    pub max_retries: u32,
+    /// Hard limit on one attempt (ms).
+    pub timeout_ms: u64,
+    /// Last error (failed attempt, cancellation reason).
+    pub error_message: Option<String>,
+    /// Caller's estimate.
+    pub estimated_cost: Option<f64>,
+    /// Reported by the handler.
+    pub actual_cost: Option<f64>,
+    /// Reported by the handler (0..1 by convention).
+    pub quality_score: Option<f64>,
+    /// Reported by the handler.
+    pub metrics: Option<TaskMetricsBody>,
+    /// Earliest start (ms), for scheduled tasks and retry backoff.
+    pub run_at: Option<i64>,
+    /// Caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Principal that created it.
+    pub owner_id: Option<String>,
+    /// Worker that holds or last held it.
+    pub worker_id: Option<String>,
+    /// Lease deadline of the current attempt (ms).
+    pub lease_until: Option<i64>,
+    /// When it was created (ms).
+    pub created_at: i64,
+    /// When its latest attempt started (ms).
+    pub started_at: Option<i64>,
+    /// When it reached a terminal status (ms).
+    pub completed_at: Option<i64>,
+    /// Last change (ms).
+    pub updated_at: i64,
+}
+
+impl From<Task> for TaskBody {
+    fn from(t: Task) -> Self {
+        Self {
+            id: t.id,
+            agent_id: t.agent_id,
+            task_type: t.task_type,
+            input_data: t.input_data,
+            output_data: t.output_data,
+            status: t.status.into(),
+            priority: t.priority.into(),
+            retry_count: t.retry_count,
+            max_retries: t.max_retries,
+            timeout_ms: t.timeout_ms,
+            error_message: t.error_message,
+            estimated_cost: t.estimated_cost,
+            actual_cost: t.actual_cost,
+            quality_score: t.quality_score,
+            metrics: t.metrics.map(Into::into),
+            run_at: t.run_at,
+            idempotency_key: t.idempotency_key,
+            owner_id: t.owner_id,
+            worker_id: t.worker_id,
+            lease_until: t.lease_until,
+            created_at: t.created_at,
+            started_at: t.started_at,
+            completed_at: t.completed_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// One page of tasks, newest first.
+#[derive(Clone, Debug, Object)]
+#[oai(
+    rename = "TaskPage",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct TaskPageBody {
+    /// The tasks.
+    pub tasks: Vec<TaskBody>,
+    /// Matches of the filter in all pages.
+    pub total_count: u64,
+    /// This page's number (1-based; with a cursor, counted from the cursor).
+    pub current_page: u32,
+    /// Pages in all at this page size.
+    pub total_pages: u32,
+    /// Page size.
+    pub limit: u32,
+    /// Whether more tasks follow.
+    pub has_next_page: bool,
+    /// Pass as `cursor` to get the next page (stable under inserts).
+    pub next_cursor: Option<String>,
+}
+
+impl From<TaskPage> for TaskPageBody {
+    fn from(p: TaskPage) -> Self {
+        Self {
+            tasks: p.tasks.into_iter().map(Into::into).collect(),
+            total_count: p.total_count,
+            current_page: p.current_page,
+            total_pages: p.total_pages,
+            limit: p.limit,
+            has_next_page: p.has_next_page,
+            next_cursor: p.next_cursor,
         }
     }
 }

@@ -10,12 +10,12 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::error::{Errors, status as s};
 use super::models::{
-    ApiTags, BatchCreateBody, BatchCreateResult, CleanupResult, CreateTaskRequest, QueryTime,
-    QueueStatusBody, StatisticsBody, TimeoutResult,
+    ApiTags, BatchCreateBody, BatchCreateResult, CleanupResult, CreateTaskRequest, PriorityBody,
+    QueryTime, QueueStatusBody, StatisticsBody, TaskBody, TaskPageBody, TaskStatusBody,
+    TimeoutResult,
 };
 use super::{AppState, BearerAuth};
-use crate::store::{ListFilter, StatsFilter, TaskPage};
-use crate::task::{Priority, Task, TaskStatus};
+use crate::store::{ListFilter, StatsFilter};
 
 pub(super) struct TasksApi;
 
@@ -24,10 +24,10 @@ pub(super) struct TasksApi;
 enum CreateResponse {
     /// Created.
     #[oai(status = 201)]
-    Created(Json<Task>),
+    Created(Json<TaskBody>),
     /// An earlier request with the same idempotency key created this task.
     #[oai(status = 200)]
-    Existing(Json<Task>),
+    Existing(Json<TaskBody>),
 }
 
 const GET_ERRORS: u16 = s::AUTHED | s::NOT_FOUND;
@@ -63,9 +63,9 @@ impl TasksApi {
         }
         let created = state.queue.create(&principal, req.into_new()).await?;
         Ok(if created.created {
-            CreateResponse::Created(Json(created.task))
+            CreateResponse::Created(Json(created.task.into()))
         } else {
-            CreateResponse::Existing(Json(created.task))
+            CreateResponse::Existing(Json(created.task.into()))
         })
     }
 
@@ -82,9 +82,9 @@ impl TasksApi {
         BearerAuth(principal): BearerAuth,
         Data(state): Data<&Arc<AppState>>,
         /// Only this status.
-        status: Query<Option<TaskStatus>>,
+        status: Query<Option<TaskStatusBody>>,
         /// Only this priority.
-        priority: Query<Option<Priority>>,
+        priority: Query<Option<PriorityBody>>,
         /// Only this agent.
         #[oai(
             name = "agentId",
@@ -120,10 +120,10 @@ impl TasksApi {
         /// `nextCursor` of the previous page (then `page` is ignored).
         #[oai(validator(pattern = r"^[0-9]+$", min_length = 1, max_length = 19))]
         cursor: Query<Option<String>>,
-    ) -> Result<Json<TaskPage>, Errors<{ s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN }>> {
+    ) -> Result<Json<TaskPageBody>, Errors<{ s::AUTHED | s::BAD_REQUEST | s::FORBIDDEN }>> {
         let filter = ListFilter {
-            status: status.0,
-            priority: priority.0,
+            status: status.0.map(Into::into),
+            priority: priority.0.map(Into::into),
             agent_id: agent_id.0,
             task_type: task_type.0,
             owner_id: None,
@@ -133,7 +133,7 @@ impl TasksApi {
             limit: limit.0,
             cursor: cursor.0,
         };
-        Ok(Json(state.queue.list(&principal, filter).await?))
+        Ok(Json(state.queue.list(&principal, filter).await?.into()))
     }
 
     /// Get a task
@@ -146,8 +146,8 @@ impl TasksApi {
         Data(state): Data<&Arc<AppState>>,
         /// Task id (`task_` + ULID).
         id: Path<String>,
-    ) -> Result<Json<Task>, Errors<GET_ERRORS>> {
-        Ok(Json(state.queue.get(&principal, &id.0).await?))
+    ) -> Result<Json<TaskBody>, Errors<GET_ERRORS>> {
+        Ok(Json(state.queue.get(&principal, &id.0).await?.into()))
     }
 
     /// Cancel a task
@@ -166,8 +166,8 @@ impl TasksApi {
         Data(state): Data<&Arc<AppState>>,
         /// Task id.
         id: Path<String>,
-    ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
-        Ok(Json(state.queue.cancel(&principal, &id.0).await?))
+    ) -> Result<Json<TaskBody>, Errors<CHANGE_ERRORS>> {
+        Ok(Json(state.queue.cancel(&principal, &id.0).await?.into()))
     }
 
     /// Retry a task
@@ -185,8 +185,8 @@ impl TasksApi {
         Data(state): Data<&Arc<AppState>>,
         /// Task id.
         id: Path<String>,
-    ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
-        Ok(Json(state.queue.retry(&principal, &id.0).await?))
+    ) -> Result<Json<TaskBody>, Errors<CHANGE_ERRORS>> {
+        Ok(Json(state.queue.retry(&principal, &id.0).await?.into()))
     }
 
     /// Retry a task (deprecated GET form)
@@ -204,7 +204,7 @@ impl TasksApi {
         state: Data<&Arc<AppState>>,
         /// Task id.
         id: Path<String>,
-    ) -> Result<Json<Task>, Errors<CHANGE_ERRORS>> {
+    ) -> Result<Json<TaskBody>, Errors<CHANGE_ERRORS>> {
         self.retry(auth, state, id).await
     }
 
@@ -234,7 +234,7 @@ impl TasksApi {
         let created_count = created.iter().filter(|c| c.created).count() as u32;
         let existing_count = created.len() as u32 - created_count;
         Ok(BatchCreated::Created(Json(BatchCreateResult {
-            tasks: created.into_iter().map(|c| c.task).collect(),
+            tasks: created.into_iter().map(|c| c.task.into()).collect(),
             created_count,
             existing_count,
         })))

@@ -18,12 +18,11 @@ use poem_openapi::payload::Json;
 use super::error::{Errors, status as s};
 use super::models::{
     ApiTags, ClaimRequest, ClaimResult, CompleteRequest, FailRequest, HeartbeatRequest,
-    HeartbeatResult, LeasedTask, StartRequest,
+    HeartbeatResult, LeasedTask, StartRequest, TaskBody,
 };
 use super::{AppState, BearerAuth};
 use crate::queue::ClaimOptions;
 use crate::store::{Completion, Failure};
-use crate::task::Task;
 
 pub(super) struct WorkersApi;
 
@@ -143,7 +142,7 @@ impl WorkersApi {
         /// Task id.
         id: Path<String>,
         body: Json<CompleteRequest>,
-    ) -> Result<Json<Task>, Errors<RUN_ERRORS>> {
+    ) -> Result<Json<TaskBody>, Errors<RUN_ERRORS>> {
         let b = body.0;
         let completion = Completion {
             id: id.0.clone(),
@@ -151,9 +150,11 @@ impl WorkersApi {
             output_data: b.output_data,
             actual_cost: b.actual_cost,
             quality_score: b.quality_score,
-            metrics: b.metrics,
+            metrics: b.metrics.map(Into::into),
         };
-        Ok(Json(state.queue.complete(&principal, completion).await?))
+        Ok(Json(
+            state.queue.complete(&principal, completion).await?.into(),
+        ))
     }
 
     /// Fail a task's attempt
@@ -173,7 +174,7 @@ impl WorkersApi {
         /// Task id.
         id: Path<String>,
         body: Json<FailRequest>,
-    ) -> Result<Json<Task>, Errors<RUN_ERRORS>> {
+    ) -> Result<Json<TaskBody>, Errors<RUN_ERRORS>> {
         let b = body.0;
         let failure = Failure {
             id: id.0.clone(),
@@ -182,6 +183,6 @@ impl WorkersApi {
             retryable: b.retryable.unwrap_or(true),
             timed_out: false,
         };
-        Ok(Json(state.queue.fail(&principal, failure).await?))
+        Ok(Json(state.queue.fail(&principal, failure).await?.into()))
     }
 }
