@@ -16,6 +16,7 @@
 //! - [`store`]: the only module that knows Redis; one Lua script per state
 //!   change (`lua/`), one typed wrapper each, plus the read side.
 //! - [`auth`]: tokens (verify, mint, cache) and the one access policy.
+//! - [`ids`]: task, agent and worker ids and lease tokens, parsed once.
 //! - [`task`], [`clock`], [`error`], [`shutdown`]: the domain and its plumbing.
 //! - [`local_redis`]: starts a private `redis-server` when none is configured.
 //! - [`bench`]: the benchmark behind `taskherd bench`.
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod ids;
 pub mod local_redis;
 pub mod maintenance;
 pub mod metrics;

@@ -347,11 +347,6 @@ pub fn new_task_id() -> String {
     format!("task_{}", ulid::Ulid::generate())
 }
 
-/// Checks that a string is shaped like a task id before it reaches a key.
-pub fn validate_task_id(id: &str) -> Result<()> {
-    validate_ident("task id", id, 64, &[])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +375,6 @@ mod tests {
         let a = new_task_id();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = new_task_id();
-        assert!(a < b && a.starts_with("task_") && validate_task_id(&a).is_ok());
+        assert!(a < b && a.starts_with("task_") && crate::ids::TaskId::parse(&a).is_ok());
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{Queue, allow};
 use crate::auth::{Action, Principal};
 use crate::error::{Error, Result};
+use crate::ids::AgentId;
 use crate::nodes::NodeInfo;
 use crate::store::{Agent, QueueStatus, Statistics, StatsFilter};
 
@@ -47,10 +48,10 @@ impl Queue {
     }
 
     /// One agent record.
-    pub async fn agent(&self, principal: &Principal, id: &str) -> Result<Agent> {
+    pub async fn agent(&self, principal: &Principal, id: &AgentId) -> Result<Agent> {
         allow(principal, Action::ReadQueue, "")?;
         self.store()
-            .get_agent(id)
+            .get_agent(id.as_str())
             .await?
             .ok_or_else(|| Error::AgentNotFound(id.to_string()))
     }
@@ -62,9 +63,9 @@ impl Queue {
     }
 
     /// Deletes an agent record (its tasks stay and keep waiting).
-    pub async fn delete_agent(&self, principal: &Principal, id: &str) -> Result<()> {
+    pub async fn delete_agent(&self, principal: &Principal, id: &AgentId) -> Result<()> {
         allow(principal, Action::Administer, "")?;
-        if self.store().delete_agent(id).await? {
+        if self.store().delete_agent(id.as_str()).await? {
             Ok(())
         } else {
             Err(Error::AgentNotFound(id.to_string()))

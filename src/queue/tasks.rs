@@ -3,6 +3,7 @@
 use super::{Queue, allow};
 use crate::auth::{Action, Principal, Scope, TaskRef};
 use crate::error::{Error, Result};
+use crate::ids::TaskId;
 use crate::store::{Created, ListFilter, TaskPage, TaskScope};
 use crate::task::{NewTask, Task};
 
@@ -43,13 +44,13 @@ impl Queue {
 
     /// One task the caller may see; another's is "not found" like a missing
     /// one.
-    pub async fn get(&self, principal: &Principal, id: &str) -> Result<Task> {
+    pub async fn get(&self, principal: &Principal, id: &TaskId) -> Result<Task> {
         let task = self
             .store()
-            .get(id)
+            .get(id.as_str())
             .await?
             .ok_or_else(|| Error::TaskNotFound(id.to_string()))?;
-        allow(principal, Action::ReadTask(TaskRef::of(&task)), id)?;
+        allow(principal, Action::ReadTask(TaskRef::of(&task)), id.as_str())?;
         Ok(task)
     }
 
@@ -75,12 +76,12 @@ impl Queue {
     /// Cancels a QUEUED or PROCESSING task the caller may change (its worker
     /// is told to stop; its late result is refused); the task as it is now.
     /// One round trip: the caller's scope is checked inside the script.
-    pub async fn cancel(&self, principal: &Principal, id: &str) -> Result<Task> {
-        allow(principal, Action::ChangeTasks, id)?;
+    pub async fn cancel(&self, principal: &Principal, id: &TaskId) -> Result<Task> {
+        allow(principal, Action::ChangeTasks, id.as_str())?;
         let reason = format!("cancelled by {}", principal.sub);
         let changed = self
             .store()
-            .cancel_in(id, Some(&reason), change_scope(principal, id)?)
+            .cancel_in(id.as_str(), Some(&reason), change_scope(principal, id)?)
             .await?;
         crate::metrics::task_cancelled(&changed.task);
         Ok(changed.task)
@@ -88,11 +89,11 @@ impl Queue {
 
     /// Puts a FAILED, TIMEOUT or CANCELLED task back in its queue with
     /// fresh attempts; the task as it is now. One round trip, like cancel.
-    pub async fn retry(&self, principal: &Principal, id: &str) -> Result<Task> {
-        allow(principal, Action::ChangeTasks, id)?;
+    pub async fn retry(&self, principal: &Principal, id: &TaskId) -> Result<Task> {
+        allow(principal, Action::ChangeTasks, id.as_str())?;
         let changed = self
             .store()
-            .retry_in(id, change_scope(principal, id)?)
+            .retry_in(id.as_str(), change_scope(principal, id)?)
             .await?;
         crate::metrics::task_retried_manually(&changed.task);
         Ok(changed.task)
@@ -100,7 +101,7 @@ impl Queue {
 }
 
 /// The caller's [`Scope`] as the store's script-side check.
-fn change_scope<'a>(principal: &'a Principal, id: &str) -> Result<TaskScope<'a>> {
+fn change_scope<'a>(principal: &'a Principal, id: &TaskId) -> Result<TaskScope<'a>> {
     Ok(match Scope::of(principal) {
         Scope::All => TaskScope::ANY,
         Scope::Owner(owner) => TaskScope {

@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use super::{Queue, allow};
 use crate::auth::{Action, Principal, Scope};
 use crate::error::{Error, Result};
+use crate::ids::{AgentId, LeaseToken, TaskId, WorkerId};
 use crate::store::{self, ClaimedTask, Completion, Failure, LeaseState};
-use crate::task::{DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS, Task, validate_ident, validate_task_id};
+use crate::task::Task;
 
 /// Lease when the worker names none.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -37,15 +38,13 @@ pub struct ClaimOptions {
     /// Lease length (default [`DEFAULT_LEASE`]).
     pub lease: Option<Duration>,
     /// Worker id recorded on the tasks (default: the caller's subject).
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
 }
 
 /// The worker id a lease records: the one the request names, else the
 /// caller's subject.
-fn worker_id(principal: &Principal, named: Option<String>) -> Result<String> {
-    let id = named.unwrap_or_else(|| principal.sub.clone());
-    validate_ident("workerId", &id, DEFAULT_MAX_ID_LEN, OWNER_EXTRA_CHARS)?;
-    Ok(id)
+fn worker_id(principal: &Principal, named: Option<WorkerId>) -> Result<WorkerId> {
+    named.map_or_else(|| WorkerId::parse(&principal.sub), Ok)
 }
 
 fn first<T>(results: Vec<Result<T>>) -> Result<T> {
@@ -61,9 +60,8 @@ impl Queue {
     /// Whether the caller may run task `id`: admins any (a missing task is
     /// then found missing by the script itself), workers their agent's (one
     /// field is read, not the whole record), other roles none.
-    async fn check_runner(&self, principal: &Principal, id: &str) -> Result<()> {
+    async fn check_runner(&self, principal: &Principal, id: &TaskId) -> Result<()> {
         allow(principal, Action::RunTasks, id)?;
-        validate_task_id(id).map_err(|_| Error::TaskNotFound(id.to_string()))?;
         if Scope::of(principal) == Scope::All {
             // Admins run every agent's tasks: no read needed.
             return Ok(());
@@ -80,14 +78,13 @@ impl Queue {
     pub async fn claim(
         &self,
         principal: &Principal,
-        agent: &str,
+        agent: &AgentId,
         options: ClaimOptions,
     ) -> Result<Vec<ClaimedTask>> {
         allow(principal, Action::ClaimFrom(agent), "")?;
-        validate_ident("agentId", agent, DEFAULT_MAX_ID_LEN, &[])?;
         let max_tasks = options.max_tasks.clamp(1, MAX_CLAIM_TASKS);
         let request = store::ClaimRequest {
-            worker_id: worker_id(principal, options.worker_id)?,
+            worker_id: worker_id(principal, options.worker_id)?.into_string(),
             lease: options.lease.unwrap_or(DEFAULT_LEASE),
             max_tasks,
             agents: vec![(agent.to_string(), max_tasks)],
@@ -107,7 +104,7 @@ impl Queue {
             loop {
                 tokio::select! {
                     msg = ready.recv() => match msg {
-                        Ok(a) if *a == *agent => break,
+                        Ok(a) if *a == **agent => break,
                         Ok(_) => continue,
                         Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
                     },
@@ -123,8 +120,8 @@ impl Queue {
     pub async fn start(
         &self,
         principal: &Principal,
-        id: &str,
-        worker: Option<String>,
+        id: &TaskId,
+        worker: Option<WorkerId>,
         lease: Option<Duration>,
     ) -> Result<ClaimedTask> {
         self.check_runner(principal, id).await?;
@@ -143,15 +140,15 @@ impl Queue {
     pub async fn heartbeat(
         &self,
         principal: &Principal,
-        id: &str,
-        token: String,
+        id: &TaskId,
+        token: LeaseToken,
         lease: Option<Duration>,
     ) -> Result<Duration> {
         self.check_runner(principal, id).await?;
         let lease = lease.unwrap_or(DEFAULT_LEASE);
         let states = self
             .store()
-            .heartbeat(&[(id.to_string(), token)], lease)
+            .heartbeat(&[(id.to_string(), token.into_string())], lease)
             .await?;
         match states.first() {
             Some(LeaseState::Held) => Ok(lease),
@@ -163,20 +160,24 @@ impl Queue {
 
     /// Stores the attempt's result (a repeat with the same token is
     /// harmless); the task as it is now.
+    /// [`Completion`] is the store's batch item, shared with the in-node
+    /// workers; its id is parsed here, once.
     pub async fn complete(&self, principal: &Principal, completion: Completion) -> Result<Task> {
-        self.check_runner(principal, &completion.id).await?;
+        let id = TaskId::parse(&completion.id)?;
+        self.check_runner(principal, &id).await?;
         let completions = [completion];
         if let Some(end) = first(self.store().complete(&completions).await?)? {
             crate::metrics::attempt_completed(&end, &completions[0]);
         }
-        self.get(principal, &completions[0].id).await
+        self.get(principal, &id).await
     }
 
     /// Records a failed attempt: retried after backoff while attempts remain
     /// and it is retryable, else FAILED; the task as it is now.
+    /// Parses [`Failure`]'s id as [`Queue::complete`] does.
     pub async fn fail(&self, principal: &Principal, failure: Failure) -> Result<Task> {
-        self.check_runner(principal, &failure.id).await?;
-        let id = failure.id.clone();
+        let id = TaskId::parse(&failure.id)?;
+        self.check_runner(principal, &id).await?;
         let failed = first(self.store().fail(&[failure]).await?)?;
         crate::metrics::attempt_ended(&failed.attempt);
         self.get(principal, &id).await

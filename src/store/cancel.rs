@@ -5,8 +5,9 @@
 use fred::prelude::*;
 
 use super::{Name, Store};
-use crate::error::{Error, Result};
-use crate::task::{Task, TaskStatus, validate_task_id};
+use crate::error::Result;
+use crate::ids::TaskId;
+use crate::task::{Task, TaskStatus};
 
 /// Which tasks a change may touch, checked inside the script: a task outside
 /// it is answered as not found, exactly like a missing one.
@@ -57,7 +58,7 @@ impl Store {
         reason: Option<&str>,
         scope: TaskScope<'_>,
     ) -> Result<Changed> {
-        validate_task_id(id).map_err(|_| Error::TaskNotFound(id.to_string()))?;
+        TaskId::parse(id)?;
         let reason: String = reason
             .unwrap_or("")
             .chars()
@@ -82,7 +83,7 @@ impl Store {
     /// [`Store::retry`] of a task in `scope`, answering the record after the
     /// change (one round trip).
     pub async fn retry_in(&self, id: &str, scope: TaskScope<'_>) -> Result<Changed> {
-        validate_task_id(id).map_err(|_| Error::TaskNotFound(id.to_string()))?;
+        TaskId::parse(id)?;
         let [owner, agent] = scope.args();
         let value = self
             .call(

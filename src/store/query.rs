@@ -8,9 +8,8 @@ use serde::Serialize;
 use super::keys::Index;
 use super::{Name, Store};
 use crate::error::{Error, Result};
-use crate::task::{
-    OWNER_EXTRA_CHARS, Priority, Task, TaskMetrics, TaskStatus, validate_ident, validate_task_id,
-};
+use crate::ids::TaskId;
+use crate::task::{OWNER_EXTRA_CHARS, Priority, Task, TaskMetrics, TaskStatus, validate_ident};
 
 /// Most tasks one page holds.
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -183,7 +182,7 @@ pub(super) fn parse_task(pairs: Vec<(String, String)>) -> Result<Task> {
 impl Store {
     /// One task, or None (also for ids that cannot be task ids).
     pub async fn get(&self, id: &str) -> Result<Option<Task>> {
-        if validate_task_id(id).is_err() {
+        if TaskId::parse(id).is_err() {
             return Ok(None);
         }
         let pairs = self.inner.reads.submit(id.to_string()).await?;
@@ -195,7 +194,7 @@ impl Store {
 
     /// The agent of a task (one field, not the whole record), or None.
     pub async fn agent_of(&self, id: &str) -> Result<Option<String>> {
-        if validate_task_id(id).is_err() {
+        if TaskId::parse(id).is_err() {
             return Ok(None);
         }
         Ok(self.client().hget(self.keys().task(id), "agentId").await?)

@@ -7,14 +7,14 @@ use std::time::Duration;
 use super::claim::{ClaimedTask, leased};
 use super::{Name, Store, ms};
 use crate::error::{Error, Result};
-use crate::task::validate_task_id;
+use crate::ids::TaskId;
 
 impl Store {
     /// Leases task `id` to `worker_id` for `lease`, if it is QUEUED and ready.
     /// Errors: `TaskNotFound`, `NotReady` (running, ended, or waiting for its
     /// run time or a retry backoff).
     pub async fn start(&self, id: &str, worker_id: &str, lease: Duration) -> Result<ClaimedTask> {
-        if validate_task_id(id).is_err() {
+        if TaskId::parse(id).is_err() {
             return Err(Error::TaskNotFound(id.to_string()));
         }
         if lease.is_zero() || worker_id.is_empty() {

@@ -8,6 +8,7 @@ use serde_json::json;
 use taskherd::Error;
 use taskherd::auth::{Principal, Role};
 use taskherd::clock::Clock;
+use taskherd::ids::{AgentId, LeaseToken, TaskId};
 use taskherd::queue::{ClaimOptions, Queue};
 use taskherd::store::{Completion, Failure, ListFilter};
 use taskherd::task::{NewTask, TaskStatus};
@@ -49,6 +50,16 @@ async fn node(redis: &TestRedis) -> TestNode {
         Registry::new(),
     )
     .await
+}
+
+fn tid(id: &str) -> TaskId {
+    TaskId::parse(id).unwrap()
+}
+fn agent(id: &str) -> AgentId {
+    AgentId::parse(id).unwrap()
+}
+fn token(t: &str) -> LeaseToken {
+    LeaseToken::parse(t).unwrap()
 }
 
 fn echo_task() -> NewTask {
@@ -112,8 +123,8 @@ async fn another_users_task_is_not_found_exactly_like_a_missing_one() {
     let redis = TestRedis::start();
     let node = node(&redis).await;
     let q = &node.queue;
-    let id = q.create(&alice(), echo_task()).await.unwrap().task.id;
-    let missing = "task_01KAAAAAAAAAAAAAAAAAAAAAAA";
+    let id = tid(&q.create(&alice(), echo_task()).await.unwrap().task.id);
+    let missing = &tid("task_01KAAAAAAAAAAAAAAAAAAAAAAA");
 
     assert_eq!(q.get(&alice(), &id).await.unwrap().id, id);
     assert_eq!(q.get(&echo_worker(), &id).await.unwrap().id, id);
@@ -183,7 +194,7 @@ async fn a_cancel_or_a_retry_is_one_script_call_and_no_other_read() {
     // A bare store: nothing else talks to this Redis.
     let q = Queue::new(redis.store().await, taskherd::signals::Signals::default());
     let raw = crate::support::raw::raw_redis(&redis.url()).await;
-    let id = q.create(&alice(), echo_task()).await.unwrap().task.id;
+    let id = tid(&q.create(&alice(), echo_task()).await.unwrap().task.id);
 
     for change in ["cancel", "retry"] {
         let _: () = raw.config_resetstat().await.expect("CONFIG RESETSTAT");
@@ -268,13 +279,16 @@ async fn workers_run_only_their_agents_tasks_behind_the_lease_fence() {
     let redis = TestRedis::start();
     let node = node(&redis).await;
     let q = &node.queue;
-    let id = q.create(&alice(), echo_task()).await.unwrap().task.id;
+    let id = tid(&q.create(&alice(), echo_task()).await.unwrap().task.id);
 
     assert_forbidden(
-        q.claim(&other_worker(), "echo", ClaimOptions::default())
+        q.claim(&other_worker(), &agent("echo"), ClaimOptions::default())
             .await,
     );
-    assert_forbidden(q.claim(&alice(), "echo", ClaimOptions::default()).await);
+    assert_forbidden(
+        q.claim(&alice(), &agent("echo"), ClaimOptions::default())
+            .await,
+    );
     assert_not_found(q.start(&other_worker(), &id, None, None).await, &id);
     assert_forbidden(q.start(&alice(), &id, None, None).await);
 
@@ -285,7 +299,7 @@ async fn workers_run_only_their_agents_tasks_behind_the_lease_fence() {
     assert_eq!(running.worker_id.as_deref(), Some("w-echo"));
 
     assert!(matches!(
-        q.heartbeat(&echo_worker(), &id, "stale-token".into(), None)
+        q.heartbeat(&echo_worker(), &id, token("stale-token"), None)
             .await,
         Err(Error::LeaseMismatch(_))
     ));
@@ -293,7 +307,7 @@ async fn workers_run_only_their_agents_tasks_behind_the_lease_fence() {
         q.heartbeat(
             &echo_worker(),
             &id,
-            leased.token.clone(),
+            token(&leased.token),
             Some(Duration::from_secs(5))
         )
         .await
@@ -301,7 +315,7 @@ async fn workers_run_only_their_agents_tasks_behind_the_lease_fence() {
         Duration::from_secs(5)
     );
     let stale = Completion {
-        id: id.clone(),
+        id: id.to_string(),
         token: "stale-token".into(),
         ..Completion::default()
     };
@@ -310,7 +324,7 @@ async fn workers_run_only_their_agents_tasks_behind_the_lease_fence() {
         Err(Error::LeaseMismatch(_))
     ));
     let other = Completion {
-        id: id.clone(),
+        id: id.to_string(),
         token: leased.token.clone(),
         ..Completion::default()
     };
@@ -322,7 +336,7 @@ async fn workers_run_only_their_agents_tasks_behind_the_lease_fence() {
     );
 
     let done = Completion {
-        id: id.clone(),
+        id: id.to_string(),
         token: leased.token,
         output_data: Some(json!({"summary": "hi"})),
         ..Completion::default()
@@ -338,15 +352,15 @@ async fn a_heartbeat_after_a_cancel_tells_the_worker_to_stop_and_its_fail_is_ref
     let redis = TestRedis::start();
     let node = node(&redis).await;
     let q = &node.queue;
-    let id = q.create(&alice(), echo_task()).await.unwrap().task.id;
+    let id = tid(&q.create(&alice(), echo_task()).await.unwrap().task.id);
     let leased = q.start(&admin(), &id, None, None).await.unwrap();
     q.cancel(&alice(), &id).await.unwrap();
     assert!(matches!(
-        q.heartbeat(&admin(), &id, leased.token.clone(), None).await,
+        q.heartbeat(&admin(), &id, token(&leased.token), None).await,
         Err(Error::TaskCancelled(_))
     ));
     let failure = Failure {
-        id: id.clone(),
+        id: id.to_string(),
         token: leased.token,
         error_message: "late".into(),
         retryable: true,
@@ -373,7 +387,7 @@ async fn a_long_poll_claim_waits_and_gets_a_task_created_on_another_node() {
                 wait: Duration::from_secs(20),
                 ..ClaimOptions::default()
             };
-            q.claim(&echo_worker(), "echo", options).await
+            q.claim(&echo_worker(), &agent("echo"), options).await
         })
     };
     // Nothing is ready: the claim waits instead of answering empty.
@@ -383,7 +397,7 @@ async fn a_long_poll_claim_waits_and_gets_a_task_created_on_another_node() {
             .is_err(),
         "the claim answered although nothing was ready"
     );
-    let id = b.queue.create(&alice(), echo_task()).await.unwrap().task.id;
+    let id = tid(&b.queue.create(&alice(), echo_task()).await.unwrap().task.id);
     let tasks = tokio::time::timeout(Duration::from_secs(15), waiting)
         .await
         .expect("the claim answers well before its 20 s wait ends")
@@ -412,12 +426,12 @@ async fn admin_operations_are_refused_to_every_other_role() {
     for p in [alice(), echo_worker(), scraper()] {
         assert_forbidden(q.cleanup(&p).await);
         assert_forbidden(q.timeout_stale(&p, None).await);
-        assert_forbidden(q.delete_agent(&p, "echo").await);
+        assert_forbidden(q.delete_agent(&p, &agent("echo")).await);
     }
     assert_eq!(q.cleanup(&admin()).await.unwrap().deleted, 0);
     assert_eq!(q.timeout_stale(&admin(), None).await.unwrap(), 0);
     assert!(matches!(
-        q.delete_agent(&admin(), "nobody").await,
+        q.delete_agent(&admin(), &agent("nobody")).await,
         Err(Error::AgentNotFound(_))
     ));
     for p in [admin(), alice(), echo_worker(), scraper()] {

@@ -10,6 +10,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::error::{Errors, status as s};
 use super::models::{AgentBody, AgentInput, AgentList, ApiTags, NodeList};
 use super::{AppState, BearerAuth};
+use crate::ids::AgentId;
 
 pub(super) struct AgentsApi;
 
@@ -64,7 +65,13 @@ impl AgentsApi {
         /// Agent id.
         id: Path<String>,
     ) -> Result<Json<AgentBody>, Errors<{ s::AUTHED | s::NOT_FOUND }>> {
-        Ok(Json(state.queue.agent(&principal, &id.0).await?.into()))
+        Ok(Json(
+            state
+                .queue
+                .agent(&principal, &AgentId::named(&id.0)?)
+                .await?
+                .into(),
+        ))
     }
 
     /// Create or update an agent (admin)
@@ -107,7 +114,10 @@ impl AgentsApi {
         /// Agent id.
         id: Path<String>,
     ) -> Result<DeleteAgentResponse, Errors<{ s::AUTHED | s::FORBIDDEN | s::NOT_FOUND }>> {
-        state.queue.delete_agent(&principal, &id.0).await?;
+        state
+            .queue
+            .delete_agent(&principal, &AgentId::named(&id.0)?)
+            .await?;
         Ok(DeleteAgentResponse::Deleted)
     }
 

@@ -14,9 +14,7 @@
 
 use serde_json::{Map, Value, json};
 
-/// Identifiers (agentId, taskType, idempotency keys): what
-/// `task::validate_ident` accepts.
-pub const IDENT_PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
+pub use crate::ids::IDENT_PATTERN;
 
 /// Request bodies that refuse unknown fields (`deny_unknown_fields`).
 const CLOSED_SCHEMAS: [&str; 9] = [
@@ -215,6 +213,43 @@ fn unwrap_described_ref(map: &Map<String, Value>, types: &Map<String, Value>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn patterns(v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(p)) = m.get("pattern") {
+                    out.push((
+                        p.clone(),
+                        m.get("maxLength").cloned().unwrap_or(Value::Null),
+                    ));
+                }
+                m.values().for_each(|v| patterns(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| patterns(v, out)),
+            _ => {}
+        }
+    }
+
+    /// poem-openapi takes validator patterns as literals only; this holds
+    /// every literal to the rules of `crate::ids`.
+    #[test]
+    fn every_pattern_in_the_served_spec_is_an_id_rule() {
+        let spec: Value = serde_json::from_str(&spec_json()).unwrap();
+        let mut found = Vec::new();
+        patterns(&spec, &mut found);
+        assert!(found.len() >= 10, "{found:?}");
+        let max = json!(crate::task::DEFAULT_MAX_ID_LEN);
+        for (pattern, max_len) in found {
+            match pattern.as_str() {
+                crate::ids::IDENT_PATTERN | crate::ids::OWNER_PATTERN => {
+                    assert_eq!(max_len, max, "{pattern}")
+                }
+                // A list cursor: a score, digits only.
+                r"^[0-9]+$" => assert_eq!(max_len, json!(19)),
+                other => panic!("a pattern that no id rule states: {other}"),
+            }
+        }
+    }
 
     fn spec_with(prop: Value) -> Value {
         json!({"components": {"schemas": {

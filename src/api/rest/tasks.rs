@@ -15,6 +15,7 @@ use super::models::{
     TimeoutResult,
 };
 use super::{AppState, BearerAuth};
+use crate::ids::TaskId;
 use crate::store::{ListFilter, StatsFilter};
 
 pub(super) struct TasksApi;
@@ -147,7 +148,13 @@ impl TasksApi {
         /// Task id (`task_` + ULID).
         id: Path<String>,
     ) -> Result<Json<TaskBody>, Errors<GET_ERRORS>> {
-        Ok(Json(state.queue.get(&principal, &id.0).await?.into()))
+        Ok(Json(
+            state
+                .queue
+                .get(&principal, &TaskId::parse(&id.0)?)
+                .await?
+                .into(),
+        ))
     }
 
     /// Cancel a task
@@ -167,7 +174,13 @@ impl TasksApi {
         /// Task id.
         id: Path<String>,
     ) -> Result<Json<TaskBody>, Errors<CHANGE_ERRORS>> {
-        Ok(Json(state.queue.cancel(&principal, &id.0).await?.into()))
+        Ok(Json(
+            state
+                .queue
+                .cancel(&principal, &TaskId::parse(&id.0)?)
+                .await?
+                .into(),
+        ))
     }
 
     /// Retry a task
@@ -186,7 +199,13 @@ impl TasksApi {
         /// Task id.
         id: Path<String>,
     ) -> Result<Json<TaskBody>, Errors<CHANGE_ERRORS>> {
-        Ok(Json(state.queue.retry(&principal, &id.0).await?.into()))
+        Ok(Json(
+            state
+                .queue
+                .retry(&principal, &TaskId::parse(&id.0)?)
+                .await?
+                .into(),
+        ))
     }
 
     /// Retry a task (deprecated GET form)

@@ -21,6 +21,7 @@ use super::models::{
     HeartbeatResult, LeasedTask, StartRequest, TaskBody,
 };
 use super::{AppState, BearerAuth};
+use crate::ids::{AgentId, LeaseToken, TaskId, WorkerId};
 use crate::queue::ClaimOptions;
 use crate::store::{Completion, Failure};
 
@@ -60,9 +61,12 @@ impl WorkersApi {
             max_tasks: req.max_tasks.unwrap_or(1) as usize,
             wait: Duration::from_millis(req.wait_ms.unwrap_or(0)),
             lease: millis(req.lease_ms),
-            worker_id: req.worker_id.map(|w| w.0),
+            worker_id: req.worker_id.map(|w| WorkerId::parse(&w.0)).transpose()?,
         };
-        let tasks = state.queue.claim(&principal, &agent_id.0, options).await?;
+        let tasks = state
+            .queue
+            .claim(&principal, &AgentId::parse(&agent_id.0)?, options)
+            .await?;
         Ok(Json(ClaimResult {
             tasks: tasks.into_iter().map(LeasedTask::from).collect(),
         }))
@@ -88,10 +92,15 @@ impl WorkersApi {
         body: Json<StartRequest>,
     ) -> Result<Json<LeasedTask>, Errors<RUN_ERRORS>> {
         let req = body.0;
-        let worker = req.worker_id.map(|w| w.0);
+        let worker = req.worker_id.map(|w| WorkerId::parse(&w.0)).transpose()?;
         let task = state
             .queue
-            .start(&principal, &id.0, worker, millis(req.lease_ms))
+            .start(
+                &principal,
+                &TaskId::parse(&id.0)?,
+                worker,
+                millis(req.lease_ms),
+            )
             .await?;
         Ok(Json(LeasedTask::from(task)))
     }
@@ -117,7 +126,12 @@ impl WorkersApi {
         let req = body.0;
         let lease = state
             .queue
-            .heartbeat(&principal, &id.0, req.token.0, millis(req.lease_ms))
+            .heartbeat(
+                &principal,
+                &TaskId::parse(&id.0)?,
+                LeaseToken::parse(&req.token.0)?,
+                millis(req.lease_ms),
+            )
             .await?;
         Ok(Json(HeartbeatResult {
             held: true,
@@ -145,8 +159,8 @@ impl WorkersApi {
     ) -> Result<Json<TaskBody>, Errors<RUN_ERRORS>> {
         let b = body.0;
         let completion = Completion {
-            id: id.0.clone(),
-            token: b.token.0,
+            id: id.0,
+            token: LeaseToken::parse(&b.token.0)?.into_string(),
             output_data: b.output_data,
             actual_cost: b.actual_cost,
             quality_score: b.quality_score,
@@ -177,8 +191,8 @@ impl WorkersApi {
     ) -> Result<Json<TaskBody>, Errors<RUN_ERRORS>> {
         let b = body.0;
         let failure = Failure {
-            id: id.0.clone(),
-            token: b.token.0,
+            id: id.0,
+            token: LeaseToken::parse(&b.token.0)?.into_string(),
             error_message: b.error_message.0,
             retryable: b.retryable.unwrap_or(true),
             timed_out: false,
