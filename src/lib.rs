@@ -19,15 +19,18 @@
 //! - [`ids`]: task, agent and worker ids and lease tokens, parsed once.
 //! - [`task`], [`clock`], [`error`], [`shutdown`]: the domain and its plumbing.
 //! - [`local_redis`]: starts a private `redis-server` when none is configured.
-//! - [`bench`]: the benchmark behind `taskherd bench`.
+//! - `bench` (feature `bench`): the benchmark behind `taskherd bench`.
+//!
+//! The binary (`src/bin/taskherd/`) holds the command line: flags,
+//! environment variables and their defaults, mapped onto the configs here.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod clock;
-pub mod config;
 pub mod error;
 pub mod events;
 pub mod ids;

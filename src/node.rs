@@ -105,7 +105,7 @@ pub async fn run(
         .worker
         .as_ref()
         .map(|w| w.node_id.clone())
-        .unwrap_or_else(crate::config::default_node_id);
+        .unwrap_or_else(default_node_id);
 
     // Before anything is spawned: a failure here leaves nothing running.
     let hub = Hub::start(&store, events::DEFAULT_BUFFER).await?;
@@ -209,4 +209,17 @@ pub async fn run(
     store.close().await;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// A node id unique enough to tell nodes apart in logs and health: host
+/// name, process id and a random suffix.
+pub fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let suffix: u32 = rand::random::<u32>() % 0x10000;
+    format!("{host}-{}-{suffix:04x}", std::process::id())
 }

@@ -23,7 +23,7 @@ pub use token::{
 };
 
 /// A principal's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, every owner.
@@ -37,6 +37,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Worker, Role::User, Role::Metrics];
+
+    /// Parses a claim value.
+    pub fn parse(s: &str) -> Option<Role> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     /// The claim value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -31,13 +31,18 @@ pub struct MaintenanceConfig {
     pub audit_every: Duration,
 }
 
+/// Time between cleanup runs unless configured.
+pub const DEFAULT_CLEANUP_EVERY: Duration = Duration::from_secs(300);
+/// Time between index audits unless configured.
+pub const DEFAULT_AUDIT_EVERY: Duration = Duration::from_secs(60);
+
 impl Default for MaintenanceConfig {
     fn default() -> Self {
         Self {
             max_idle: Duration::from_secs(5),
-            cleanup_every: Duration::from_secs(300),
+            cleanup_every: DEFAULT_CLEANUP_EVERY,
             batch: 500,
-            audit_every: Duration::from_secs(60),
+            audit_every: DEFAULT_AUDIT_EVERY,
         }
     }
 }

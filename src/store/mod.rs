@@ -103,14 +103,25 @@ pub fn script_names() -> impl Iterator<Item = &'static str> {
     Name::ALL.into_iter().map(Name::file_stem)
 }
 
+/// The keys' namespace (hash tag) unless configured.
+pub const DEFAULT_NAMESPACE: &str = "taskherd";
+/// First retry delay unless configured; it doubles per retry.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay unless configured.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Days terminal tasks (and idempotency keys) are kept unless configured.
+pub const DEFAULT_RETENTION_DAYS: u64 = 7;
+/// Connections in a node's pool unless configured.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            namespace: "taskherd".into(),
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(30),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            namespace: DEFAULT_NAMESPACE.into(),
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_cap: DEFAULT_BACKOFF_CAP,
+            retention: Duration::from_secs(DEFAULT_RETENTION_DAYS * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(DEFAULT_RETENTION_DAYS * 24 * 3600),
             limits: Limits::default(),
             script_observer: None,
         }

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-pub use runtime::{Runtime, WorkerConfig, WorkerStats};
+pub use runtime::{
+    DEFAULT_CONCURRENCY, DEFAULT_GRACE, DEFAULT_WORKER_LEASE, Runtime, WorkerConfig, WorkerStats,
+};
 
 use crate::store::ClaimedTask;
 use crate::task::TaskMetrics;

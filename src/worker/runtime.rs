@@ -51,13 +51,21 @@ pub struct WorkerConfig {
     pub agent_refresh: Duration,
 }
 
+/// Attempts a node runs at once unless configured.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+/// In-node workers' lease unless configured (external workers name theirs:
+/// [`crate::queue::DEFAULT_LEASE`] when they do not).
+pub const DEFAULT_WORKER_LEASE: Duration = Duration::from_secs(30);
+/// How long in-flight attempts may finish at shutdown unless configured.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             node_id: "node".into(),
-            concurrency: 10,
-            lease: Duration::from_secs(30),
-            grace: Duration::from_secs(30),
+            concurrency: DEFAULT_CONCURRENCY,
+            lease: DEFAULT_WORKER_LEASE,
+            grace: DEFAULT_GRACE,
             idle_recheck: Duration::from_secs(5),
             agent_refresh: Duration::from_secs(10),
         }

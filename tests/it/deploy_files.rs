@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cli::{Cli, Command as CliCommand};
 use clap::{ArgAction, CommandFactory, Parser};
 use serde::Deserialize;
 use serde_norway::Value;
-use taskherd::config::{Cli, Command as CliCommand};
 
 const LIVE: &str = "/api/ai/tasks/health/live";
 const READY: &str = "/api/ai/tasks/health/ready";
@@ -258,7 +258,7 @@ fn serve_help_env_names() -> BTreeSet<String> {
 
 /// Parses `env` the way the node would (each variable turned into its flag),
 /// then runs the node's own settings check; the reason when it refuses.
-fn serve_env(env: &BTreeMap<String, String>) -> Result<taskherd::config::ServeArgs, String> {
+fn serve_env(env: &BTreeMap<String, String>) -> Result<crate::cli::ServeArgs, String> {
     let cli = Cli::command();
     let serve = cli
         .find_subcommand("serve")
@@ -298,7 +298,7 @@ fn serve_env(env: &BTreeMap<String, String>) -> Result<taskherd::config::ServeAr
     Ok(serve_args)
 }
 
-fn check_serve_env(origin: &str, env: &BTreeMap<String, String>) -> taskherd::config::ServeArgs {
+fn check_serve_env(origin: &str, env: &BTreeMap<String, String>) -> crate::cli::ServeArgs {
     serve_env(env).unwrap_or_else(|e| panic!("{origin}: taskherd serve refuses its settings: {e}"))
 }
 

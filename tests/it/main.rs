@@ -13,6 +13,11 @@ mod api_spec;
 mod api_tasks;
 mod api_workers;
 mod claimers;
+/// The binary's command line, compiled into the tests so the deploy files'
+/// settings are checked against the flags the binary really has.
+#[path = "../../src/bin/taskherd/cli.rs"]
+#[allow(dead_code)]
+mod cli;
 mod deploy_files;
 mod events;
 mod faults;

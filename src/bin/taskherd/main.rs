@@ -2,9 +2,11 @@
 
 use clap::Parser;
 use taskherd::auth::{Auth, AuthConfig, Role};
-use taskherd::config::{Cli, Command, LogFormat, ServeArgs, TokenArgs, default_node_id};
+mod cli;
+
+use cli::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
 use taskherd::local_redis::LocalRedis;
-use taskherd::node::{self, NodeConfig};
+use taskherd::node::{self, NodeConfig, default_node_id};
 use taskherd::worker::{Registry, demo};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +35,7 @@ async fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => taskherd::bench::run(args).await,
         Command::Token(args) => token(args),
     };

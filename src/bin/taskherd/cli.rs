@@ -7,28 +7,29 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::ApiConfig;
-use crate::auth::{AuthConfig, Role};
-use crate::maintenance::MaintenanceConfig;
-use crate::store::StoreConfig;
-use crate::task::Limits;
-use crate::worker::WorkerConfig;
+use taskherd::api::ApiConfig;
+use taskherd::auth::{AuthConfig, Role};
+use taskherd::maintenance::MaintenanceConfig;
+use taskherd::store::StoreConfig;
+use taskherd::task::Limits;
+use taskherd::worker::WorkerConfig;
+use taskherd::{maintenance, store, worker};
 
 /// taskherd: a Redis-native distributed job queue for AI-agent tasks.
 #[derive(Debug, Parser)]
 #[command(name = "taskherd", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to run.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, env = "TASKHERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -37,28 +38,29 @@ pub enum LogFormat {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Start a node: HTTP server, workers and maintenance.
     Serve(ServeArgs),
     /// Measure throughput, latency, Redis CPU and memory; prints JSON.
-    Bench(crate::bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(taskherd::bench::BenchArgs),
     /// Mint a JWT from the configured secret (prints the token).
     Token(TokenArgs),
 }
 
 /// Token settings shared by `serve` and `token`.
 #[derive(Clone, Args)]
-pub struct AuthArgs {
+pub(crate) struct AuthArgs {
     /// HS256 secret of API tokens, at least 32 bytes. When absent, `serve`
     /// makes one up for this run and logs an admin token (local use only).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub(crate) jwt_secret: Option<String>,
     /// Required `iss` claim, if any.
     #[arg(long, env = "TASKHERD_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
+    pub(crate) jwt_issuer: Option<String>,
     /// Required `aud` claim, if any.
     #[arg(long, env = "TASKHERD_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
+    pub(crate) jwt_audience: Option<String>,
 }
 
 impl std::fmt::Debug for AuthArgs {
@@ -76,7 +78,7 @@ impl std::fmt::Debug for AuthArgs {
 
 impl AuthArgs {
     /// The token settings; None when no secret is configured.
-    pub fn auth_config(&self) -> Option<AuthConfig> {
+    pub(crate) fn auth_config(&self) -> Option<AuthConfig> {
         self.jwt_secret.as_ref().map(|secret| AuthConfig {
             secret: secret.as_bytes().to_vec(),
             issuer: self.jwt_issuer.clone(),
@@ -87,26 +89,33 @@ impl AuthArgs {
 
 /// Settings of `taskherd token`.
 #[derive(Clone, Debug, Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// Subject: the principal's id (owner of the tasks it creates).
     #[arg(long)]
-    pub sub: String,
+    pub(crate) sub: String,
     /// Role.
-    #[arg(long, value_enum)]
-    pub role: Role,
+    #[arg(long, value_parser = role_parser())]
+    pub(crate) role: Role,
     /// Agent a worker token is bound to (required for --role worker).
     #[arg(long)]
-    pub agent: Option<String>,
+    pub(crate) agent: Option<String>,
     /// Lifetime: a number with s, m, h or d (e.g. 30m, 12h, 90d).
     #[arg(long, default_value = "24h", value_parser = parse_ttl)]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Secret, issuer and audience.
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub(crate) auth: AuthArgs,
+}
+
+/// The role names a token may carry, as clap shows and checks them.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+        .try_map(|s| Role::parse(&s).ok_or_else(|| format!("unknown role {s:?}")))
 }
 
 /// Parses `30s`, `15m`, `12h`, `90d` (or plain seconds).
-pub fn parse_ttl(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_ttl(value: &str) -> Result<Duration, String> {
     let (digits, unit) = value
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| value.split_at(i))
@@ -125,90 +134,95 @@ pub fn parse_ttl(value: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Settings of `taskherd serve`.
+/// A default duration as the flag's milliseconds.
+const fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Settings of `taskherd serve`. Defaults are the library's constants.
 #[derive(Clone, Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: String,
+    pub(crate) host: String,
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 4000)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Redis to use (redis://host:port/db). When absent the node starts its
     /// own redis-server (AOF on) with its data under --data-dir.
     #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    pub(crate) redis_url: Option<String>,
     /// Folder of the node-managed Redis' data.
     #[arg(long, env = "TASKHERD_DATA_DIR", default_value = ".taskherd")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Key namespace (hash tag) of the queue in Redis.
-    #[arg(long, env = "TASKHERD_NAMESPACE", default_value = "taskherd")]
-    pub namespace: String,
+    #[arg(long, env = "TASKHERD_NAMESPACE", default_value = store::DEFAULT_NAMESPACE)]
+    pub(crate) namespace: String,
     /// Node id (default: host name, process id and a random suffix).
     #[arg(long, env = "TASKHERD_NODE_ID")]
-    pub node_id: Option<String>,
+    pub(crate) node_id: Option<String>,
     /// Attempts this node runs at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 10)]
-    pub concurrency: usize,
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = worker::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
     /// Lease length in ms (heartbeats every third of it).
-    #[arg(long, env = "TASKHERD_LEASE_MS", default_value_t = 30_000)]
-    pub lease_ms: u64,
+    #[arg(long, env = "TASKHERD_LEASE_MS", default_value_t = ms(worker::DEFAULT_WORKER_LEASE))]
+    pub(crate) lease_ms: u64,
     /// How long in-flight tasks may finish on shutdown before being handed back (ms).
-    #[arg(long, env = "TASKHERD_GRACE_MS", default_value_t = 30_000)]
-    pub grace_ms: u64,
+    #[arg(long, env = "TASKHERD_GRACE_MS", default_value_t = ms(worker::DEFAULT_GRACE))]
+    pub(crate) grace_ms: u64,
     /// First retry delay in ms; doubles per retry.
-    #[arg(long, env = "TASKHERD_BACKOFF_BASE_MS", default_value_t = 1_000)]
-    pub backoff_base_ms: u64,
+    #[arg(long, env = "TASKHERD_BACKOFF_BASE_MS", default_value_t = ms(store::DEFAULT_BACKOFF_BASE))]
+    pub(crate) backoff_base_ms: u64,
     /// Longest retry delay in ms.
-    #[arg(long, env = "TASKHERD_BACKOFF_CAP_MS", default_value_t = 30_000)]
-    pub backoff_cap_ms: u64,
+    #[arg(long, env = "TASKHERD_BACKOFF_CAP_MS", default_value_t = ms(store::DEFAULT_BACKOFF_CAP))]
+    pub(crate) backoff_cap_ms: u64,
     /// Days terminal tasks are kept before cleanup.
-    #[arg(long, env = "TASKHERD_RETENTION_DAYS", default_value_t = 7)]
-    pub retention_days: u64,
+    #[arg(long, env = "TASKHERD_RETENTION_DAYS", default_value_t = store::DEFAULT_RETENTION_DAYS)]
+    pub(crate) retention_days: u64,
     /// Seconds between cleanup runs.
-    #[arg(long, env = "TASKHERD_CLEANUP_INTERVAL_S", default_value_t = 300)]
-    pub cleanup_interval_s: u64,
+    #[arg(long, env = "TASKHERD_CLEANUP_INTERVAL_S", default_value_t = maintenance::DEFAULT_CLEANUP_EVERY.as_secs())]
+    pub(crate) cleanup_interval_s: u64,
     /// Seconds between audit calls (each checks 200 QUEUED and 200
     /// PROCESSING index entries against their records and repairs them).
-    #[arg(long, env = "TASKHERD_AUDIT_INTERVAL_S", default_value_t = 60)]
-    pub audit_interval_s: u64,
+    #[arg(long, env = "TASKHERD_AUDIT_INTERVAL_S", default_value_t = maintenance::DEFAULT_AUDIT_EVERY.as_secs())]
+    pub(crate) audit_interval_s: u64,
     /// Largest inputData / outputData in bytes.
-    #[arg(long, env = "TASKHERD_MAX_DATA_BYTES", default_value_t = crate::task::DEFAULT_MAX_DATA_BYTES)]
-    pub max_data_bytes: usize,
+    #[arg(long, env = "TASKHERD_MAX_DATA_BYTES", default_value_t = taskherd::task::DEFAULT_MAX_DATA_BYTES)]
+    pub(crate) max_data_bytes: usize,
     /// Redis connections in the node's pool.
-    #[arg(long, env = "TASKHERD_REDIS_POOL", default_value_t = 8)]
-    pub redis_pool: usize,
+    #[arg(long, env = "TASKHERD_REDIS_POOL", default_value_t = store::DEFAULT_POOL_SIZE)]
+    pub(crate) redis_pool: usize,
     /// Do not run workers on this node (API and maintenance only).
     #[arg(long, env = "TASKHERD_NO_WORKER")]
-    pub no_worker: bool,
+    pub(crate) no_worker: bool,
     /// Do not run maintenance (promoter, reaper, janitor) on this node.
     #[arg(long, env = "TASKHERD_NO_MAINTENANCE")]
-    pub no_maintenance: bool,
+    pub(crate) no_maintenance: bool,
     /// Do not register the demo agents `echo` and `sleep`.
     #[arg(long, env = "TASKHERD_NO_DEMO_AGENTS")]
-    pub no_demo_agents: bool,
+    pub(crate) no_demo_agents: bool,
     /// Origins allowed to call the API from a browser (CORS), comma-separated.
     #[arg(long, env = "FRONTEND_URL", value_delimiter = ',')]
-    pub frontend_url: Vec<String>,
+    pub(crate) frontend_url: Vec<String>,
     /// Largest request body in bytes (larger ones get 413).
-    #[arg(long, env = "TASKHERD_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "TASKHERD_MAX_BODY_BYTES", default_value_t = taskherd::api::DEFAULT_MAX_BODY_BYTES)]
+    pub(crate) max_body_bytes: usize,
     /// Requests per second per token subject, shared by all nodes (0: off).
-    #[arg(long, env = "TASKHERD_RATE_LIMIT", default_value_t = crate::api::DEFAULT_RATE_LIMIT_PER_S)]
-    pub rate_limit: u32,
+    #[arg(long, env = "TASKHERD_RATE_LIMIT", default_value_t = taskherd::api::DEFAULT_RATE_LIMIT_PER_S)]
+    pub(crate) rate_limit: u32,
     /// Token settings.
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub(crate) auth: AuthArgs,
 }
 
 impl ServeArgs {
     /// Refuses settings that cannot work, with a message naming the flag.
-    pub fn validate(&self) -> crate::Result<()> {
+    pub(crate) fn validate(&self) -> taskherd::Result<()> {
         let check = |ok: bool, what: &str| {
             if ok {
                 Ok(())
             } else {
-                Err(crate::Error::Config(what.to_string()))
+                Err(taskherd::Error::Config(what.to_string()))
             }
         };
         check(
@@ -271,13 +285,13 @@ impl ServeArgs {
             )?;
         }
         if let Some(auth) = self.auth.auth_config() {
-            crate::auth::Auth::new(auth)?;
+            taskherd::auth::Auth::new(auth)?;
         }
         Ok(())
     }
 
     /// HTTP settings.
-    pub fn api_config(&self) -> ApiConfig {
+    pub(crate) fn api_config(&self) -> ApiConfig {
         ApiConfig {
             max_body_bytes: self.max_body_bytes,
             rate_limit_per_s: self.rate_limit,
@@ -291,7 +305,7 @@ impl ServeArgs {
     }
 
     /// Store settings.
-    pub fn store_config(&self) -> StoreConfig {
+    pub(crate) fn store_config(&self) -> StoreConfig {
         let retention = Duration::from_secs(self.retention_days * 24 * 3600);
         StoreConfig {
             namespace: self.namespace.clone(),
@@ -311,7 +325,7 @@ impl ServeArgs {
     }
 
     /// Worker settings.
-    pub fn worker_config(&self, node_id: &str) -> WorkerConfig {
+    pub(crate) fn worker_config(&self, node_id: &str) -> WorkerConfig {
         WorkerConfig {
             node_id: node_id.to_string(),
             concurrency: self.concurrency.max(1),
@@ -322,25 +336,13 @@ impl ServeArgs {
     }
 
     /// Maintenance settings.
-    pub fn maintenance_config(&self) -> MaintenanceConfig {
+    pub(crate) fn maintenance_config(&self) -> MaintenanceConfig {
         MaintenanceConfig {
             cleanup_every: Duration::from_secs(self.cleanup_interval_s.max(1)),
             audit_every: Duration::from_secs(self.audit_interval_s.max(1)),
             ..MaintenanceConfig::default()
         }
     }
-}
-
-/// A node id unique enough to tell nodes apart in logs and health.
-pub fn default_node_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into());
-    let suffix: u32 = rand::random::<u32>() % 0x10000;
-    format!("{host}-{}-{suffix:04x}", std::process::id())
 }
 
 #[cfg(test)]
