@@ -3,7 +3,9 @@
 //! [`LeaseToken`] in a [`crate::queue::Queue`] call has been checked, so the
 //! service does not check again. The rules live here and in
 //! [`crate::task::validate_ident`]; the REST spec's patterns are these
-//! constants (checked by a test of `api::rest::spec`).
+//! constants (checked by a test of `api::rest::spec`). Complete and fail
+//! take the store's batch items, shared with the in-node workers, and parse
+//! their ids there.
 
 use std::fmt;
 use std::ops::Deref;
@@ -110,9 +112,7 @@ impl AgentId {
         validate_ident("agentId", s, DEFAULT_MAX_ID_LEN, &[])?;
         Ok(Self(s.to_string()))
     }
-}
 
-impl AgentId {
     /// An agent id to look up: a malformed one names no agent
     /// (`AgentNotFound`, as for a well-formed id without a record).
     pub fn named(s: &str) -> Result<Self> {
