@@ -79,6 +79,8 @@ for i = 0, n - 1 do
     if ARGV[b + 7] ~= '' then stat(now, agent, task_type, 'tokensIn', tonumber(ARGV[b + 7])) end
     if ARGV[b + 8] ~= '' then stat(now, agent, task_type, 'tokensOut', tonumber(ARGV[b + 8])) end
     redis.call('HSET', K.task(id), unpack(fields))
+    -- The record says what the task is now: an earlier attempt's error goes.
+    redis.call('HDEL', K.task(id), 'errorMessage')
     W.zrem(K.processing, id)
     W.zadd(K.finished, now_s, id)
     move_status(id, agent, v[3] or 0, 'PROCESSING', 'COMPLETED')

@@ -143,7 +143,7 @@ pub struct Task {
     pub max_retries: u32,
     /// Hard limit on one attempt (ms).
     pub timeout_ms: u64,
-    /// Last error (failed attempt, cancellation reason).
+    /// Why the last attempt ended; none once the task is COMPLETED.
     pub error_message: Option<String>,
     /// Caller's estimate.
     pub estimated_cost: Option<f64>,

@@ -190,6 +190,43 @@ async fn an_expired_lease_counts_as_a_failed_attempt_and_is_retried() {
 }
 
 #[tokio::test]
+async fn a_task_completed_after_failed_attempts_carries_no_error_of_theirs() {
+    let redis = TestRedis::start();
+    let store = default_manual_store(&redis).await;
+    let t = create(&store, with_retries("a1", 3)).await;
+
+    // Attempt 1 fails (retryable), attempt 2 loses its lease to the reaper.
+    let c = claim_one(&store, "a1").await;
+    store.fail(&[failure(&c, true, false)]).await.unwrap();
+    let due = store.get(&t.id).await.unwrap().unwrap().run_at.unwrap();
+    promote_exactly_at(&store, &t.id, due).await;
+    let lease = Duration::from_secs(10);
+    store
+        .claim(&claim_req("w1", "a1", 1, lease))
+        .await
+        .unwrap()
+        .remove(0);
+    advance_ms(&store, 10_000);
+    assert_eq!(store.reap(100).await.unwrap().handled, 1);
+    let queued = store.get(&t.id).await.unwrap().unwrap();
+    assert!(
+        queued.error_message.unwrap().contains("lease expired"),
+        "a retrying task says why it retries"
+    );
+    promote_exactly_at(&store, &t.id, queued.run_at.unwrap()).await;
+
+    // Attempt 3 succeeds: the record says what the task is now.
+    let c = claim_one(&store, "a1").await;
+    assert_eq!(c.retry_count, 2);
+    complete_ok(&store, &c).await;
+    let done = store.get(&t.id).await.unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.retry_count, 2);
+    assert_eq!(done.error_message, None);
+    assert!(!task_hash(&store, &t.id).await.contains_key("errorMessage"));
+}
+
+#[tokio::test]
 async fn heartbeats_keep_a_lease_alive_past_its_first_end() {
     let redis = TestRedis::start();
     let store = default_manual_store(&redis).await;

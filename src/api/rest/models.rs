@@ -1042,7 +1042,8 @@ pub struct TaskBody {
     pub max_retries: u32,
     /// Hard limit on one attempt (ms).
     pub timeout_ms: u64,
-    /// Last error (failed attempt, cancellation reason).
+    /// Why the last attempt ended (failure, lost lease, cancellation);
+    /// kept while the task retries, absent once it is COMPLETED.
     pub error_message: Option<String>,
     /// Caller's estimate.
     pub estimated_cost: Option<f64>,
