@@ -2,7 +2,8 @@
 //! wake-ups it drives.
 //!
 //! Scripts signal when work becomes ready, when an attempt must stop
-//! (cancelled, reaped, timed out) and when a delayed task was added (the
+//! (cancelled, reaped, timed out), when a delayed task was added and when a
+//! deadline was granted before the reapers' next pass (the
 //! channel and its messages are the store's: [`Signal`]). Signals only wake
 //! things up: nothing is ever taken from Redis by a blocking command, so a
 //! lost signal costs latency, never a task. After a reconnect (signals may
@@ -24,6 +25,9 @@ pub struct Signals {
     pub work: Arc<Notify>,
     /// A delayed task was added (the promoter re-reads the next due time).
     pub delayed: Arc<Notify>,
+    /// A deadline before the reaper's planned pass was granted (the reaper
+    /// plans again).
+    pub reap: Arc<Notify>,
     /// (task id, lease token) of attempts that must stop.
     pub stop: broadcast::Sender<(String, String)>,
     /// Agents this node's workers serve; wake-ups for others are ignored.
@@ -38,6 +42,7 @@ impl Default for Signals {
         Self {
             work: Arc::new(Notify::new()),
             delayed: Arc::new(Notify::new()),
+            reap: Arc::new(Notify::new()),
             stop: broadcast::channel(4096).0,
             served: Arc::new(RwLock::new(HashSet::new())),
             ready: broadcast::channel(1024).0,
@@ -50,6 +55,7 @@ impl Signals {
     pub fn wake_all(&self) {
         self.work.notify_one();
         self.delayed.notify_one();
+        self.reap.notify_one();
     }
 
     fn dispatch(&self, signal: Signal) {
@@ -71,6 +77,7 @@ impl Signals {
                 let _ = self.stop.send((task_id, token));
             }
             Signal::Delayed => self.delayed.notify_one(),
+            Signal::Reap => self.reap.notify_one(),
             Signal::Reconnected => {
                 tracing::info!("signal subscription reconnected; waking workers");
                 self.wake_all();

@@ -17,10 +17,11 @@ local function keys_for(p)
     clock = p .. 'clock',              -- STRING last issued order score
     counts = p .. 'counts',            -- HASH "<agent>|<STATUS>" -> live task count
     agents = p .. 'agents',            -- SET of agent ids seen in tasks or agent records
-    signal = p .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed
+    signal = p .. 'signal',            -- pub/sub: "w:<agent>" wake, "c:<id>:<token>" stop, "d" delayed, "r" reap
     idx_all = p .. 'idx:all',          -- ZSET member task id, score order score (creation)
     audit = p .. 'audit',              -- HASH status -> order score where audit.lua's walk resumes
     tmp_list = p .. 'tmp:list',        -- ZSET list.lua's intersection of several filters, deleted within the call
+    reaper_wake = p .. 'reaper:wake',  -- STRING when a sleeping reaper passes next (ms); lower deadlines signal "r"
   }
   function k.task(id) return p .. 'task:' .. id end
   function k.ready(agent, prio) return p .. 'ready:' .. agent .. ':' .. prio end
@@ -55,7 +56,8 @@ local function begin(keys)
   end
   K = k
   pending = { zadd = {}, zadd_order = {}, zrem = {}, zrem_order = {}, hincr = {},
-    hincr_order = {}, hfloat = {}, expire = {}, expire_order = {}, pub = {}, pub_order = {} }
+    hincr_order = {}, hfloat = {}, expire = {}, expire_order = {}, pub = {}, pub_order = {},
+    deadline = nil }
 end
 
 local PRIORITY_RANK = { URGENT = 0, HIGH = 1, NORMAL = 2, LOW = 3 }
@@ -153,6 +155,25 @@ end
 function W.publish(msg)
   if pending.pub[msg] == nil then pending.pub[msg] = true; pending.pub_order[#pending.pub_order + 1] = msg end
 end
+-- A lease or attempt deadline was set (ms): the earliest of the call is
+-- checked against the reapers' next pass at the flush.
+function W.deadline(ms)
+  if pending.deadline == nil or ms < pending.deadline then pending.deadline = ms end
+end
+-- How long a reaper's plan (reaper_wake) outlives its pass: a plan no reaper
+-- renews (every reaper gone) expires, and the next deadline signals again.
+local REAPER_WAKE_TTL_MS = 60000
+-- Reapers sleep until their next pass and write when that is (reap.lua). A
+-- deadline before it signals "r" so that every node's reaper re-plans, and
+-- lowers the plan, so the deadlines after it signal nothing until a reaper
+-- has passed again. No plan (no reaper yet, or a Redis restart) also signals.
+local function wake_reapers_for(deadline)
+  local wake = tonumber(redis.call('GET', K.reaper_wake))
+  if wake == nil or deadline < wake then
+    redis.call('SET', K.reaper_wake, int_str(deadline), 'PX', REAPER_WAKE_TTL_MS)
+    redis.call('PUBLISH', K.signal, 'r')
+  end
+end
 -- Order matters only per key: removals first, so a member moved out and back
 -- within one script ends up present.
 function W.flush()
@@ -171,6 +192,7 @@ function W.flush()
     if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, int_str(pending.expire[key])) end
   end
   for _, msg in ipairs(pending.pub_order) do redis.call('PUBLISH', K.signal, msg) end
+  if pending.deadline ~= nil then wake_reapers_for(pending.deadline) end
 end
 
 -- Moves a task between status indexes and live counts (seq: number or string, as W.zadd).

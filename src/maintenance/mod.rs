@@ -5,7 +5,10 @@
 //!
 //! - promoter: due delayed tasks -> ready (sleeps until the next due time,
 //!   woken early by the `d` signal when a nearer one is added);
-//! - reaper: expired leases and attempts past `timeoutMs` -> retry or final;
+//! - reaper: expired leases and attempts past `timeoutMs` -> retry or final
+//!   (sleeps until the next deadline, and writes when it will pass next so
+//!   that a script granting an earlier deadline, on any node, wakes it with
+//!   the `r` signal: a deadline is kept within the signal's delay);
 //! - janitor: terminal tasks past retention -> deleted in bounded batches;
 //! - auditor: a slow walk over the indexes of live tasks that repairs what
 //!   disagrees with the records (an index entry or a record deleted by
@@ -56,7 +59,12 @@ pub async fn run(store: Store, signals: Signals, config: MaintenanceConfig, shut
             config.clone(),
             shutdown.clone()
         ),
-        reaper(store.clone(), config.clone(), shutdown.clone()),
+        reaper(
+            store.clone(),
+            signals.clone(),
+            config.clone(),
+            shutdown.clone()
+        ),
         janitor(store.clone(), config.clone(), shutdown.clone()),
         auditor(store, config, shutdown),
     );
@@ -95,9 +103,9 @@ async fn promoter(
     }
 }
 
-async fn reaper(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown) {
+async fn reaper(store: Store, signals: Signals, config: MaintenanceConfig, mut shutdown: Shutdown) {
     while !shutdown.is_triggered() {
-        let wait = match store.reap(config.batch).await {
+        let wait = match store.reap_and_plan(config.batch, config.max_idle).await {
             Ok(pass) => {
                 pass.ended.iter().for_each(crate::metrics::attempt_ended);
                 if pass.handled > 0 {
@@ -106,7 +114,12 @@ async fn reaper(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown)
                         "reaped expired leases / timed-out attempts"
                     );
                 }
-                wait_after(&pass, config.max_idle, config.batch)
+                // The plan the scripts were told; a later wake would let a
+                // deadline before it pass unseen.
+                match pass.wake_ms {
+                    Some(wake) => Duration::from_millis((wake - pass.now_ms).max(0) as u64),
+                    None => wait_after(&pass, config.max_idle, config.batch),
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reap pass failed");
@@ -115,6 +128,7 @@ async fn reaper(store: Store, config: MaintenanceConfig, mut shutdown: Shutdown)
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = signals.reap.notified() => {}
             _ = shutdown.wait() => {}
         }
     }

@@ -125,6 +125,14 @@ impl Keys {
         format!("{}idem:{owner}:{key}", self.prefix)
     }
 
+    /// STRING: when a sleeping reaper passes next (ms, store clock), written
+    /// by its pass (`reap.lua`); a script that grants an earlier lease or
+    /// attempt deadline lowers it and signals `r`. Expires when no reaper
+    /// renews it.
+    pub fn reaper_wake(&self) -> String {
+        format!("{}reaper:wake", self.prefix)
+    }
+
     /// HASH: `<agent>|<STATUS>` -> number of live tasks.
     pub fn counts(&self) -> String {
         format!("{}counts", self.prefix)
@@ -141,7 +149,8 @@ impl Keys {
     }
 
     /// Pub/sub channel: `w:<agent>` (work is ready), `c:<task>:<token>` (stop
-    /// that attempt), `d` (a delayed task was added).
+    /// that attempt), `d` (a delayed task was added), `r` (a deadline before
+    /// the reapers' next pass was granted).
     pub fn signal(&self) -> String {
         format!("{}signal", self.prefix)
     }
@@ -190,6 +199,7 @@ mod tests {
             k.index(Index::All),
             k.idempotency("o", "k"),
             k.list_scratch(),
+            k.reaper_wake(),
             k.rate_limit(1, "sub"),
         ] {
             assert!(key.starts_with("{prod}:"), "{key}");
@@ -325,6 +335,7 @@ mod tests {
             ("signal", "signal", vec![], k.signal()),
             ("audit", "audit", vec![], k.audit()),
             ("tmp_list", "list_scratch", vec![], k.list_scratch()),
+            ("reaper_wake", "reaper_wake", vec![], k.reaper_wake()),
             ("task", "task", vec!["T1"], k.task("T1")),
             ("ready", "ready", vec!["A1", "3"], k.ready("A1", 3)),
             ("stats", "stats", vec!["20000"], k.stats(20_000)),

@@ -15,6 +15,10 @@ pub struct Pass {
     pub now_ms: i64,
     /// The attempts the pass ended (reaper passes; empty otherwise).
     pub ended: Vec<super::outcome::AttemptEnd>,
+    /// When the reaper that made this pass passes next (ms, store clock), as
+    /// written for the scripts that grant deadlines ([`Store::reap_and_plan`]
+    /// passes; `None` otherwise).
+    pub wake_ms: Option<i64>,
 }
 
 pub(super) fn pass(r: &super::reply::Reply, value: fred::types::Value) -> Result<Pass> {
@@ -27,6 +31,7 @@ pub(super) fn pass(r: &super::reply::Reply, value: fred::types::Value) -> Result
         next_due_ms: (next >= 0).then_some(next),
         now_ms,
         ended: Vec::new(),
+        wake_ms: None,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The namespace's signal channel ([`super::keys::Keys::signal`]): scripts
 //! PUBLISH `w:<agent>` when work becomes ready, `c:<task>:<token>` when that
-//! attempt must stop (cancelled, reaped, timed out) and `d` when a delayed
-//! task was added. [`SignalSubscription`] is one subscriber on a connection
+//! attempt must stop (cancelled, reaped, timed out), `d` when a delayed
+//! task was added and `r` when a deadline was granted before the reapers'
+//! next pass. [`SignalSubscription`] is one subscriber on a connection
 //! of its own, decoding them into [`Signal`]s; what they wake up is
 //! `crate::signals`.
 
@@ -28,6 +29,9 @@ pub enum Signal {
     },
     /// A delayed task was added (`d`).
     Delayed,
+    /// A lease or attempt deadline was granted before the reapers' planned
+    /// next pass (`r`): they should plan again.
+    Reap,
     /// The connection was re-established: signals published meanwhile are
     /// lost, so everything should look again.
     Reconnected,
@@ -50,6 +54,8 @@ impl Signal {
             })
         } else if message == "d" {
             Some(Signal::Delayed)
+        } else if message == "r" {
+            Some(Signal::Reap)
         } else {
             None
         }
@@ -136,6 +142,7 @@ mod tests {
             })
         );
         assert_eq!(Signal::decode("d"), Some(Signal::Delayed));
+        assert_eq!(Signal::decode("r"), Some(Signal::Reap));
         assert_eq!(Signal::decode("c:no-token"), None);
         assert_eq!(Signal::decode("x"), None);
     }

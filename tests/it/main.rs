@@ -28,6 +28,7 @@ mod ordering;
 mod prometheus;
 mod queue;
 mod read_side;
+mod reaper;
 mod retries;
 mod scripts;
 mod smoke;
