@@ -87,6 +87,13 @@ impl Error {
         }
     }
 
+    /// Whether this is Redis not serving (yet): unreachable, a reset or
+    /// refused connection, `LOADING` after a restart, ... Waiting is the
+    /// answer, unlike a refused command or a bad configuration.
+    pub fn is_redis_not_serving(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.kind() == RedisErrorKind::Unavailable)
+    }
+
     /// Whether trying the same call again later may succeed: every Redis
     /// failure (an outage, a Redis still loading its data, out of memory).
     pub fn is_transient(&self) -> bool {

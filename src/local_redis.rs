@@ -124,6 +124,18 @@ impl LocalRedis {
     /// Starts redis-server on `port` with its data (AOF) in `dir`; waits
     /// until it answers PING (loading an existing AOF included).
     pub fn start_on(dir: &Path, port: u16) -> Result<Self> {
+        Self::launch(dir, port, &[], ping)
+    }
+
+    /// Starts redis-server on `port` as [`LocalRedis::start_on`] does, with
+    /// `extra` arguments after the usual ones, and returns as soon as it
+    /// answers at all: a `LOADING` error while it replays its data counts
+    /// (for tests of what a node does meanwhile).
+    pub fn start_answering_on(dir: &Path, port: u16, extra: &[&str]) -> Result<Self> {
+        Self::launch(dir, port, extra, |port| ask(port, b"PING\r\n").is_some())
+    }
+
+    fn launch(dir: &Path, port: u16, extra: &[&str], answers: fn(u16) -> bool) -> Result<Self> {
         let binary = find_redis_server()?;
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
@@ -157,13 +169,14 @@ impl LocalRedis {
             .args(["--hash-max-listpack-value", "1024"])
             .arg("--logfile")
             .arg(dir.join("redis.log"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if ping(port) {
+            if answers(port) {
                 std::fs::write(dir.join(PORT_FILE), port.to_string())?;
                 return Ok(Self {
                     child: Some(child),

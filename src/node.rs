@@ -1,6 +1,10 @@
 //! One node: store, signal subscription, event hub, workers, maintenance and
 //! the HTTP server, wired together.
 //!
+//! Start-up: the node listens at once and waits for Redis (see [`run`]);
+//! then the store, the event hub, the signal subscription, workers,
+//! maintenance and the node registry start, and the APIs open.
+//!
 //! Shutdown order (on the shutdown signal):
 //! 1. workers stop claiming; in-flight attempts get the grace period, the rest
 //!    are handed back to QUEUED without spending an attempt; results flushed;
@@ -12,6 +16,7 @@
 //!    Redis pool close.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use poem::Server;
 use poem::listener::{Acceptor, TcpAcceptor};
@@ -47,6 +52,8 @@ pub struct NodeConfig {
     pub api: ApiConfig,
     /// Token settings.
     pub auth: AuthConfig,
+    /// How long start-up waits for Redis to serve ([`DEFAULT_REDIS_WAIT`]).
+    pub redis_wait: Duration,
 }
 
 /// A started node.
@@ -63,8 +70,17 @@ pub struct Node {
     pub local_addr: std::net::SocketAddr,
 }
 
+/// How long a node starting waits for Redis unless configured: long enough
+/// for a Redis restart that replays a large AOF.
+pub const DEFAULT_REDIS_WAIT: Duration = Duration::from_secs(60);
+
 /// Runs a node on `listener` until `shutdown`, then stops in the documented
 /// order. `on_start` is called once everything runs (tests use it).
+///
+/// The node listens at once: while it waits for Redis (refused, reset, or
+/// `LOADING` after a restart: retried with backoff, a log line per attempt,
+/// for up to `redis_wait`), liveness answers alive, readiness not ready, the
+/// docs are served and the APIs answer 503 (see [`api::Gate`]).
 pub async fn run(
     config: NodeConfig,
     registry: Registry,
@@ -73,17 +89,49 @@ pub async fn run(
     on_start: impl FnOnce(Node),
 ) -> Result<()> {
     let auth = Auth::new(config.auth.clone())?;
-    let store_config = StoreConfig {
-        script_observer: Some(crate::metrics::script_call),
-        ..config.store.clone()
+    let node_id = config
+        .worker
+        .as_ref()
+        .map(|w| w.node_id.clone())
+        .unwrap_or_else(default_node_id);
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    let local_addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| crate::Error::Config("listener has no address".into()))?;
+    let (inner_trigger, inner_shutdown) = shutdown::channel();
+    let gate = api::Gate::new(&node_id);
+    let mut http_shutdown = inner_shutdown.clone();
+    let server = tokio::spawn(
+        Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            api::routes(&config.api, gate.clone()),
+            async move { http_shutdown.wait().await },
+            Some(Duration::from_secs(5)),
+        ),
+    );
+    let started = async {
+        let Some(store) = wait_for_redis(&config, &mut shutdown).await? else {
+            return Ok(None);
+        };
+        // Before anything else is spawned: a failure here leaves only the
+        // HTTP server to stop.
+        match Hub::start(&store, events::DEFAULT_BUFFER).await {
+            Ok(hub) => Ok(Some((store, hub))),
+            Err(e) => {
+                store.close().await;
+                Err(e)
+            }
+        }
     };
-    let store = Store::connect(
-        &config.redis_url,
-        config.redis_pool,
-        store_config,
-        config.clock.clone(),
-    )
-    .await?;
+    let (store, hub) = match started.await {
+        Ok(Some(started)) => started,
+        outcome => {
+            inner_trigger.trigger();
+            let _ = server.await;
+            return outcome.map(|_| ());
+        }
+    };
     // Managed Redis services may refuse CONFIG: the policy is then "unknown"
     // (warned about once, not reported as degraded).
     let policy = match store.maxmemory_policy().await {
@@ -101,15 +149,7 @@ pub async fn run(
             "Redis maxmemory-policy is not noeviction: under memory pressure Redis may evict queued tasks"
         );
     }
-    let node_id = config
-        .worker
-        .as_ref()
-        .map(|w| w.node_id.clone())
-        .unwrap_or_else(default_node_id);
 
-    // Before anything is spawned: a failure here leaves nothing running.
-    let hub = Hub::start(&store, events::DEFAULT_BUFFER).await?;
-    let (inner_trigger, inner_shutdown) = shutdown::channel();
     let signals = Signals::default();
     let signal_task = tokio::spawn(signals::listen(
         store.clone(),
@@ -156,7 +196,7 @@ pub async fn run(
     ));
 
     let queue = Queue::new(store.clone(), signals.clone());
-    let state = Arc::new(AppState {
+    gate.open(Arc::new(AppState {
         queue: queue.clone(),
         auth,
         limiter: api::ratelimit::RateLimiter::new(config.api.rate_limit_per_s),
@@ -166,21 +206,7 @@ pub async fn run(
             runtime: runtime.clone(),
         },
         config: config.api.clone(),
-    });
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
-    let local_addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .ok_or_else(|| crate::Error::Config("listener has no address".into()))?;
-    let mut http_shutdown = inner_shutdown.clone();
-    let server = tokio::spawn(
-        Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            api::routes(state.clone()),
-            async move { http_shutdown.wait().await },
-            Some(std::time::Duration::from_secs(5)),
-        ),
-    );
+    }));
     tracing::info!(node_id = %node_id, addr = %local_addr, "node started");
     on_start(Node {
         store: store.clone(),
@@ -209,6 +235,66 @@ pub async fn run(
     store.close().await;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Connects the node's store, retrying while Redis cannot serve yet
+/// (unreachable, reset, `LOADING`, ...) for up to `config.redis_wait`; `None`
+/// when `shutdown` came first. Any other failure (a bad URL, a refused
+/// password, a script Redis rejects) ends the wait at once.
+async fn wait_for_redis(config: &NodeConfig, shutdown: &mut Shutdown) -> Result<Option<Store>> {
+    let store_config = StoreConfig {
+        script_observer: Some(crate::metrics::script_call),
+        ..config.store.clone()
+    };
+    let began = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let e = match Store::connect(
+            &config.redis_url,
+            config.redis_pool,
+            store_config.clone(),
+            config.clock.clone(),
+        )
+        .await
+        {
+            Ok(store) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        attempt,
+                        waited_ms = began.elapsed().as_millis() as u64,
+                        "Redis is ready"
+                    );
+                }
+                return Ok(Some(store));
+            }
+            Err(e) => e,
+        };
+        let waited = began.elapsed();
+        if !e.is_redis_not_serving() || waited + backoff > config.redis_wait {
+            return Err(if e.is_redis_not_serving() {
+                crate::Error::Config(format!(
+                    "Redis did not become ready within {} s (--redis-wait-s): {e}",
+                    config.redis_wait.as_secs()
+                ))
+            } else {
+                e
+            });
+        }
+        tracing::warn!(
+            attempt,
+            error = %e,
+            retry_in_ms = backoff.as_millis() as u64,
+            gives_up_in_s = (config.redis_wait - waited).as_secs(),
+            "waiting for Redis"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// A node id unique enough to tell nodes apart in logs and health: host

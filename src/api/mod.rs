@@ -22,9 +22,10 @@ mod middleware;
 pub mod ratelimit;
 pub mod rest;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::endpoint::BoxEndpoint;
+use poem::{Endpoint, EndpointExt, Request, Response, Route};
 
 use crate::auth::Auth;
 use crate::queue::Queue;
@@ -84,25 +85,77 @@ pub struct NodeContext {
     pub runtime: Option<Runtime>,
 }
 
-/// Every route of the node. Installs the metrics recorder on first use.
-pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+/// Every route of the node, served from the moment it listens: the spec and
+/// the docs at once, the APIs once `gate` is opened (until then, see
+/// [`Gate`]). Installs the metrics recorder on first use.
+pub fn routes(config: &ApiConfig, gate: Gate) -> impl Endpoint + use<> {
     crate::metrics::handle();
-    let api = rest::openapi();
     let spec_text = spec_json();
     let allow = Arc::new(AllowTable::from_spec(&spec_text));
     let spec = poem::endpoint::make_sync(move |_| {
         poem::IntoResponse::with_content_type(spec_text.clone(), "application/json; charset=utf-8")
     });
-    let docs = api.swagger_ui();
-    let max_body = state.config.max_body_bytes;
-    let cors = cors(&state.config.cors_origins);
+    let docs = rest::openapi().swagger_ui();
+    let max_body = config.max_body_bytes;
+    let cors = cors(&config.cors_origins);
     Route::new()
         .at("/api/openapi.json", spec)
         .nest("/api/docs", docs)
-        .nest("/", api)
-        .data(state)
+        .nest("/", gate)
         .catch_all_error(|e| async move { error::render(e) })
         .around(move |ep, req| body_limit(ep, req, max_body))
         .around(move |ep, req| request_id(ep, req, allow.clone()))
         .with(cors)
+}
+
+/// The APIs of a node that may still be starting. Until [`Gate::open`] (the
+/// node waits for Redis and its scripts), health answers alive, not ready
+/// and unavailable, and every other request gets 503 `REDIS_UNAVAILABLE`
+/// with `Retry-After`; from then on every request reaches the APIs.
+#[derive(Clone)]
+pub struct Gate {
+    apis: Arc<OnceLock<BoxEndpoint<'static>>>,
+    node_id: Arc<str>,
+}
+
+impl Gate {
+    /// A closed gate of the node `node_id`.
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            apis: Arc::new(OnceLock::new()),
+            node_id: node_id.into(),
+        }
+    }
+
+    /// Lets requests through to the APIs over `state` (once; later calls do
+    /// nothing).
+    pub fn open(&self, state: Arc<AppState>) {
+        let apis = Route::new()
+            .nest("/", rest::openapi())
+            .data(state)
+            .catch_all_error(|e| async move { error::render(e) })
+            .boxed();
+        let _ = self.apis.set(apis);
+    }
+}
+
+impl Endpoint for Gate {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if let Some(apis) = self.apis.get() {
+            return apis.call(req).await;
+        }
+        Ok(
+            rest::while_starting(req.uri().path(), &self.node_id).unwrap_or_else(|| {
+                let mut e = error::ApiError::new(
+                    poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "REDIS_UNAVAILABLE",
+                    "the node is starting: waiting for Redis",
+                );
+                e.retry_after_s = Some(1);
+                e.to_response()
+            }),
+        )
+    }
 }

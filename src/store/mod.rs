@@ -201,11 +201,19 @@ impl Store {
         config: StoreConfig,
         clock: Clock,
     ) -> Result<Self> {
-        let pool = redis_builder(redis_url)?.build_pool(pool_size.max(1))?;
-        pool.init().await?;
         let keys = Keys::new(&config.namespace)?;
+        let pool = redis_builder(redis_url)?.build_pool(pool_size.max(1))?;
         let scripts = Scripts::new();
-        scripts.load_all(&pool).await?;
+        let set_up = async {
+            pool.init().await?;
+            scripts.load_all(&pool).await
+        };
+        if let Err(e) = set_up.await {
+            // The clients would go on reconnecting in the background: a
+            // caller that tries again (a node waiting for Redis) opens new ones.
+            let _ = pool.quit().await;
+            return Err(e);
+        }
         let store = Self {
             inner: Arc::new(Inner {
                 pool,

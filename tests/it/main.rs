@@ -32,6 +32,7 @@ mod reaper;
 mod retries;
 mod scripts;
 mod smoke;
+mod startup;
 mod store_support;
 mod support;
 mod workers;

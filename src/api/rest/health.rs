@@ -9,12 +9,18 @@
 //!   the node is not draining (the function library is loaded at start-up
 //!   and again whenever Redis lost it, so a reachable Redis is a ready one),
 //!   else 503.
+//!
+//! While a node waits for Redis at start-up these answer from
+//! [`while_starting`]: alive, not ready, unavailable.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use poem::IntoResponse;
+use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::AppState;
@@ -83,6 +89,49 @@ enum ProbeResponse {
     /// Not ready (Redis unreachable or draining).
     #[oai(status = 503)]
     Unavailable(Json<Probe>),
+}
+
+/// The health answers of a node still waiting for Redis at start-up (see
+/// `crate::node`), `None` for any other path: alive, not ready ("waiting for
+/// redis"), and health `unavailable`, in the shapes documented below.
+pub(crate) fn while_starting(path: &str, node_id: &str) -> Option<poem::Response> {
+    let (status, body) = match path {
+        "/api/ai/tasks/health/live" => (
+            StatusCode::OK,
+            Probe {
+                status: "alive".into(),
+                reason: None,
+            }
+            .to_json(),
+        ),
+        "/api/ai/tasks/health/ready" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Probe {
+                status: "not-ready".into(),
+                reason: Some("waiting for redis".into()),
+            }
+            .to_json(),
+        ),
+        "/api/ai/tasks/health" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            HealthReport {
+                status: "unavailable".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                node_id: node_id.into(),
+                draining: false,
+                redis: RedisHealth {
+                    reachable: false,
+                    latency_ms: 0.0,
+                    maxmemory_policy: "unknown".into(),
+                    warning: None,
+                },
+                worker: None,
+            }
+            .to_json(),
+        ),
+        _ => return None,
+    };
+    Some(poem::web::Json(body).with_status(status).into_response())
 }
 
 async fn redis_reachable(state: &AppState) -> bool {

@@ -23,6 +23,7 @@ use poem_openapi::{OpenApiService, SecurityScheme};
 use super::error::ApiError;
 use super::{AppState, error};
 use crate::auth::Principal;
+pub(crate) use health::while_starting;
 pub use spec::{IDENT_PATTERN, spec_json};
 
 /// `Authorization: Bearer <JWT>` (HS256). Rate-limited per subject.

@@ -189,6 +189,11 @@ pub(crate) struct ServeArgs {
     /// Largest inputData / outputData in bytes.
     #[arg(long, env = "TASKHERD_MAX_DATA_BYTES", default_value_t = taskherd::task::DEFAULT_MAX_DATA_BYTES)]
     pub(crate) max_data_bytes: usize,
+    /// How long start-up waits for Redis to serve (unreachable, or loading
+    /// its data after a restart) before the node gives up; it answers
+    /// liveness meanwhile.
+    #[arg(long, env = "TASKHERD_REDIS_WAIT_S", default_value_t = taskherd::node::DEFAULT_REDIS_WAIT.as_secs())]
+    pub(crate) redis_wait_s: u64,
     /// Redis connections in the node's pool.
     #[arg(long, env = "TASKHERD_REDIS_POOL", default_value_t = store::DEFAULT_POOL_SIZE)]
     pub(crate) redis_pool: usize,

@@ -111,6 +111,7 @@ async fn serve(args: ServeArgs) -> taskherd::Result<()> {
         clock: taskherd::clock::Clock::redis(),
         api: args.api_config(),
         auth,
+        redis_wait: std::time::Duration::from_secs(args.redis_wait_s),
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let (trigger, shutdown) = taskherd::shutdown::channel();

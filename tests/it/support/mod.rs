@@ -117,6 +117,7 @@ pub fn node_config(url: &str, worker: Option<WorkerConfig>, clock: Clock) -> Nod
             ..ApiConfig::default()
         },
         auth: test_auth_config(),
+        redis_wait: Duration::from_secs(10),
     }
 }
 
@@ -218,6 +219,16 @@ pub struct ChildNode {
 
 impl ChildNode {
     pub fn spawn(redis_url: &str, extra: &[&str]) -> Self {
+        Self::spawn_to(redis_url, extra, std::process::Stdio::null())
+    }
+
+    /// As [`ChildNode::spawn`], with its log (warnings and errors) in `log`.
+    pub fn spawn_logged(redis_url: &str, extra: &[&str], log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the node's log file");
+        Self::spawn_to(redis_url, extra, file.into())
+    }
+
+    fn spawn_to(redis_url: &str, extra: &[&str], stderr: std::process::Stdio) -> Self {
         let port = taskherd::local_redis::free_port().expect("free port");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_taskherd"))
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -226,7 +237,7 @@ impl ChildNode {
             .env("JWT_SECRET", TEST_SECRET)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn taskherd serve");
         Self { child, port }
@@ -293,14 +304,20 @@ pub fn send_signal(pid: u32, signal: &str) {
 }
 
 impl ChildNode {
-    /// The child's health document (None while it does not answer).
+    /// The child's health document while it serves with Redis answering
+    /// (None while it does not answer, is still waiting for Redis, or Redis
+    /// is away).
     pub async fn health(&self) -> Option<serde_json::Value> {
         let url = format!("http://127.0.0.1:{}/api/ai/tasks/health", self.port);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .ok()?;
-        client.get(url).send().await.ok()?.json().await.ok()
+        let response = client.get(url).send().await.ok()?;
+        if response.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        response.json().await.ok()
     }
 }
 
