@@ -34,6 +34,7 @@ local function keys_for(p)
   function k.idem(owner, key) return p .. 'idem:' .. owner .. ':' .. key end
   function k.stats(day) return p .. 'stats:' .. day end
   function k.agent(id) return p .. 'agent:' .. id end
+  function k.rate_limit(window, principal) return p .. 'rl:' .. window .. ':' .. principal end
   return k
 end
 

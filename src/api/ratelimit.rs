@@ -1,17 +1,25 @@
 //! Per-principal rate limit shared by every node.
 //!
-//! A fixed one-second window per token subject (a counter per subject and
-//! Unix second in Redis, kept by the store: `store::rate_limit`), so N nodes
+//! A fixed one-second window per token subject (a hash per subject and Unix
+//! second in Redis, kept by the store: `store::rate_limit`), so N nodes
 //! together allow about the configured rate, not N times it, without a Redis
 //! round trip per request:
 //!
 //! - each node counts the requests it admits locally, per (principal, window);
-//! - a background task sends, every [`SYNC_EVERY`], one pipelined call with an
-//!   `INCRBY` of the local count not yet sent and a `PEXPIRE NX` for every
-//!   principal that has one, and reads back each window's global count;
-//! - a request is admitted while (last global count read back + local count
-//!   not yet included in it) is under the limit, and refused at once (429,
-//!   `Retry-After: 1`) otherwise, without asking Redis.
+//! - a background task sends, every [`SYNC_EVERY`], one script call with the
+//!   node's count so far of every principal whose count grew, and reads back
+//!   each window's total over every node;
+//! - a request is admitted while the other nodes' count (as last read back)
+//!   plus this node's own count is under the limit, and refused at once
+//!   (429, `Retry-After: 1`) otherwise, without asking Redis.
+//!
+//! **Sent again, counted once.** A node records its own total for the window
+//! (one field per limiter), not an increment, so a sync whose reply was lost
+//! (a connection reset after Redis ran it, a timeout, a reconnect) is sent
+//! again without counting anything twice. With increments it was counted
+//! twice, and again on every further loss in the same second: six requests
+//! then looked like twelve, and users well under the limit got 429s
+//! (`faults::a_rate_limit_sync_whose_reply_was_lost_does_not_count_twice`).
 //!
 //! **Overshoot.** A node never admits more than the limit per principal and
 //! window by itself (its own requests are always in its count), so N nodes
@@ -28,10 +36,10 @@
 //! twice the rate across a window boundary.
 //!
 //! When Redis cannot be reached the limiter lets requests through up to the
-//! limit on each node (the count not sent is kept and sent again on the next
-//! sync); the requests themselves then meet the same outage and answer 503.
-//! The sync task holds only a weak reference to the limiter and is aborted
-//! when the limiter is dropped with the node's state.
+//! limit on each node (the count is sent again on the next sync); the
+//! requests themselves then meet the same outage and answer 503. The sync
+//! task holds only a weak reference to the limiter and is aborted when the
+//! limiter is dropped with the node's state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
@@ -50,15 +58,18 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 /// and sent again).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Principals per pipelined sync call.
+/// Principals per sync call.
 const SYNC_CHUNK: usize = 512;
 
 /// Lifetime of a window's key in Redis (the window plus slack for late syncs).
-const WINDOW_KEY_TTL_MS: i64 = 2_000;
+const WINDOW_KEY_TTL: Duration = Duration::from_secs(2);
 
 /// The limiter of one node.
 pub struct RateLimiter {
     per_second: u32,
+    /// This limiter's field in the shared counts: one per node process, so
+    /// a restarted node (same node id) does not take over the old count.
+    id: String,
     counts: Arc<Counts>,
     /// The sync task, started with the first counted request (that is when
     /// the limiter gets the store).
@@ -70,9 +81,15 @@ impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
         Self {
             per_second,
+            id: ulid::Ulid::generate().to_string(),
             counts: Arc::new(Counts::default()),
             sync: OnceLock::new(),
         }
+    }
+
+    /// This limiter's id in the shared counts (`Store::rate_counts`).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Counts one request of `sub`; 429 with `Retry-After` past the limit.
@@ -85,6 +102,7 @@ impl RateLimiter {
             tokio::spawn(sync_loop(
                 Arc::downgrade(&self.counts),
                 store.clone(),
+                self.id.clone(),
                 SYNC_EVERY,
             ))
             .abort_handle()
@@ -120,21 +138,21 @@ fn unix_second() -> u64 {
 struct Count {
     /// Unix second of the window.
     window: u64,
-    /// Global count of the window as last read back from Redis (includes
-    /// every request of this node sent before that read).
-    global: u64,
-    /// Admitted here, not sent yet.
-    pending: u64,
-    /// Admitted here, sent, reply not back yet.
-    sending: u64,
+    /// Admitted here in the window (always counted: this node's own).
+    mine: u64,
+    /// How much of `mine` Redis has confirmed recording.
+    recorded: u64,
+    /// The other nodes' count of the window, as last read back.
+    others: u64,
 }
 
-/// A local count to add to a window's key.
+/// This node's count of one principal and window, to record in Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Delta {
     sub: String,
     window: u64,
-    n: u64,
+    /// Admitted here in the window so far (a total, not an increment).
+    admitted: u64,
 }
 
 /// The local counts of one node.
@@ -164,56 +182,52 @@ impl Counts {
                 ..Count::default()
             };
         }
-        if c.global + c.pending + c.sending >= limit {
+        if c.others + c.mine >= limit {
             return false;
         }
-        c.pending += 1;
+        c.mine += 1;
         true
     }
 
-    /// Forgets principals of past windows with nothing left to send, and
-    /// takes the counts to send: those of the current and the previous
-    /// window (older ones no longer matter).
+    /// Forgets principals of past windows with nothing left to record, and
+    /// gives the counts to record: those that grew since Redis last
+    /// confirmed them, of the current and the previous window (older ones no
+    /// longer matter).
     fn take(&self, now: u64) -> Vec<Delta> {
         let mut by_sub = self.lock();
-        by_sub.retain(|_, c| c.window + 1 >= now && (c.window == now || c.pending + c.sending > 0));
-        let mut out = Vec::new();
-        for (sub, c) in by_sub.iter_mut() {
-            if c.pending > 0 {
-                out.push(Delta {
-                    sub: sub.clone(),
-                    window: c.window,
-                    n: c.pending,
-                });
-                c.sending += c.pending;
-                c.pending = 0;
-            }
-        }
-        out
+        by_sub.retain(|_, c| c.window + 1 >= now && (c.window == now || c.mine > c.recorded));
+        by_sub
+            .iter()
+            .filter(|(_, c)| c.mine > c.recorded)
+            .map(|(sub, c)| Delta {
+                sub: sub.clone(),
+                window: c.window,
+                admitted: c.mine,
+            })
+            .collect()
     }
 
-    /// Applies the answer to one sent delta: the window's global count, or
-    /// `None` when it did not reach Redis (the count is sent again).
-    fn settle(&self, sent: &[Delta], globals: &[Option<u64>]) {
+    /// Applies the answer to each sent count: the window's total over every
+    /// node, or `None` when it did not reach Redis (the count is sent again
+    /// with the next sync: recording a total twice is harmless).
+    fn settle(&self, sent: &[Delta], totals: &[Option<u64>]) {
         let mut by_sub = self.lock();
-        for (i, d) in sent.iter().enumerate() {
-            let Some(c) = by_sub.get_mut(&d.sub) else {
+        for (d, total) in sent.iter().zip(totals) {
+            let (Some(c), Some(total)) = (by_sub.get_mut(&d.sub), total) else {
                 continue;
             };
             if c.window != d.window {
                 continue;
             }
-            c.sending = c.sending.saturating_sub(d.n);
-            match globals.get(i).copied().flatten() {
-                Some(global) => c.global = c.global.max(global),
-                None => c.pending += d.n,
-            }
+            c.recorded = c.recorded.max(d.admitted);
+            // The total holds this node's count as sent; the others' only grow.
+            c.others = c.others.max(total.saturating_sub(d.admitted));
         }
     }
 }
 
 /// Syncs the local counts every `every` until the limiter is dropped.
-async fn sync_loop(counts: Weak<Counts>, store: Store, every: Duration) {
+async fn sync_loop(counts: Weak<Counts>, store: Store, id: String, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -223,36 +237,39 @@ async fn sync_loop(counts: Weak<Counts>, store: Store, every: Duration) {
         };
         let deltas = counts.take(unix_second());
         for chunk in deltas.chunks(SYNC_CHUNK) {
-            let globals = send(&store, chunk).await;
-            counts.settle(chunk, &globals);
+            let totals = send(&store, &id, chunk).await;
+            counts.settle(chunk, &totals);
         }
     }
 }
 
-/// One pipelined call: the local counts added to the windows' counters;
-/// the global count per delta (`None` where it failed).
-async fn send(store: &Store, deltas: &[Delta]) -> Vec<Option<u64>> {
+/// One script call: this node's counts recorded, the windows' totals read
+/// back (`None` where it failed).
+async fn send(store: &Store, id: &str, deltas: &[Delta]) -> Vec<Option<u64>> {
     let counts: Vec<RateCount<'_>> = deltas
         .iter()
         .map(|d| RateCount {
             principal: &d.sub,
             window_s: d.window,
-            admitted: d.n,
+            admitted: d.admitted,
         })
         .collect();
-    let ttl = Duration::from_millis(WINDOW_KEY_TTL_MS.unsigned_abs());
-    let globals =
-        match tokio::time::timeout(SYNC_TIMEOUT, store.add_rate_counts(&counts, ttl)).await {
-            Ok(globals) => globals,
-            Err(_) => {
-                tracing::debug!("rate limit counts not synced: redis timed out");
-                return vec![None; deltas.len()];
-            }
-        };
-    if globals.iter().any(Option::is_none) {
+    let totals = match tokio::time::timeout(
+        SYNC_TIMEOUT,
+        store.sync_rate_counts(id, &counts, WINDOW_KEY_TTL),
+    )
+    .await
+    {
+        Ok(totals) => totals,
+        Err(_) => {
+            tracing::debug!("rate limit counts not synced: redis timed out");
+            return vec![None; deltas.len()];
+        }
+    };
+    if totals.iter().any(Option::is_none) {
         tracing::debug!("rate limit counts not synced: redis unavailable");
     }
-    globals
+    totals
 }
 
 fn limited(per_second: u32) -> ApiError {
@@ -273,6 +290,14 @@ mod tests {
         (0..tries).filter(|_| counts.admit(sub, now, limit)).count()
     }
 
+    fn delta(sub: &str, window: u64, admitted: u64) -> Delta {
+        Delta {
+            sub: sub.into(),
+            window,
+            admitted,
+        }
+    }
+
     #[test]
     fn a_node_alone_admits_the_limit_per_window_and_principal() {
         let c = Counts::default();
@@ -280,11 +305,12 @@ mod tests {
         assert_eq!(admitted(&c, "b", 100, 5, 20), 5, "own budget");
         assert_eq!(admitted(&c, "a", 101, 5, 20), 5, "a new window");
         // Sent (b's window 100 is the previous one: still sent) and
-        // acknowledged: the node's own requests stay counted.
-        let sent = c.take(101);
-        assert_eq!(sent.len(), 2);
-        let globals: Vec<_> = sent.iter().map(|d| Some(d.n)).collect();
-        c.settle(&sent, &globals);
+        // recorded: the node's own requests stay counted.
+        let mut sent = c.take(101);
+        sent.sort_by(|x, y| x.sub.cmp(&y.sub));
+        assert_eq!(sent, vec![delta("a", 101, 5), delta("b", 100, 5)]);
+        let totals: Vec<_> = sent.iter().map(|d| Some(d.admitted)).collect();
+        c.settle(&sent, &totals);
         assert_eq!(admitted(&c, "a", 101, 5, 20), 0);
         assert!(c.take(101).is_empty(), "nothing left to send");
     }
@@ -294,31 +320,33 @@ mod tests {
         let c = Counts::default();
         assert_eq!(admitted(&c, "a", 7, 10, 3), 3);
         let sent = c.take(7);
-        assert_eq!(
-            sent,
-            vec![Delta {
-                sub: "a".into(),
-                window: 7,
-                n: 3
-            }]
-        );
-        // While the sync is in flight its count still counts.
+        assert_eq!(sent, vec![delta("a", 7, 3)]);
+        // While the sync is in flight this node's count still counts.
         assert_eq!(admitted(&c, "a", 7, 10, 20), 7);
-        assert_eq!(c.take(7)[0].n, 7);
-        // Another node admitted 6 meanwhile: the read back says 3 + 6.
+        assert_eq!(c.take(7), vec![delta("a", 7, 10)], "a total, not a delta");
+        // Another node admitted 6 meanwhile: the total reads 3 + 6.
         c.settle(&sent, &[Some(9)]);
-        // 9 known + 7 still in flight >= 10.
+        assert_eq!(c.lock()["a"].others, 6);
+        // 6 others + 10 here >= 10.
         assert_eq!(admitted(&c, "a", 7, 10, 5), 0);
+        // A late answer with a smaller total does not lower what is known.
+        c.settle(&[delta("a", 7, 3)], &[Some(4)]);
+        assert_eq!(c.lock()["a"].others, 6);
     }
 
     #[test]
-    fn failed_syncs_keep_the_count_and_send_it_again() {
+    fn failed_syncs_send_the_same_total_again() {
         let c = Counts::default();
         assert_eq!(admitted(&c, "a", 1, 4, 3), 3);
         let sent = c.take(1);
         c.settle(&sent, &[None]);
         assert_eq!(admitted(&c, "a", 1, 4, 5), 1, "still counted locally");
-        assert_eq!(c.take(1)[0].n, 4);
+        assert_eq!(c.take(1), vec![delta("a", 1, 4)]);
+        // Recorded at last (the lost call had recorded 3 already: the total
+        // still says 4, not 7).
+        c.settle(&[delta("a", 1, 4)], &[Some(4)]);
+        assert!(c.take(1).is_empty());
+        assert_eq!(admitted(&c, "a", 1, 4, 5), 0);
     }
 
     #[test]
@@ -326,19 +354,20 @@ mod tests {
         let c = Counts::default();
         assert_eq!(admitted(&c, "a", 1, 4, 2), 2);
         assert_eq!(admitted(&c, "b", 1, 4, 1), 1);
-        let sent = c.take(1);
+        let mut sent = c.take(1);
+        sent.sort_by(|x, y| x.sub.cmp(&y.sub));
         assert_eq!(sent.len(), 2);
         // "a" moves to window 2 before the reply for window 1 arrives.
         assert_eq!(admitted(&c, "a", 2, 4, 1), 1);
         c.settle(&sent, &[Some(100), Some(100)]);
         assert_eq!(admitted(&c, "a", 2, 4, 10), 3, "window 1's reply ignored");
-        // "b" (window 1, settled) is dropped once window 3 starts.
+        // "b" (window 1, recorded) is dropped once window 3 starts.
         c.take(3);
         assert!(!c.lock().contains_key("b"));
     }
 
     #[tokio::test]
-    async fn nodes_share_the_count_through_redis() {
+    async fn nodes_share_the_count_through_redis_and_a_total_sent_twice_counts_once() {
         let dir = tempfile::tempdir().unwrap();
         let redis = crate::local_redis::LocalRedis::start(dir.path()).unwrap();
         let store = Store::connect(
@@ -349,6 +378,38 @@ mod tests {
         )
         .await
         .unwrap();
+        let count = |admitted| RateCount {
+            principal: "p",
+            window_s: 42,
+            admitted,
+        };
+        let ttl = WINDOW_KEY_TTL;
+        assert_eq!(
+            store.sync_rate_counts("A", &[count(6)], ttl).await,
+            [Some(6)]
+        );
+        assert_eq!(
+            store.sync_rate_counts("A", &[count(6)], ttl).await,
+            [Some(6)],
+            "sent again after a lost reply: counted once"
+        );
+        assert_eq!(
+            store.sync_rate_counts("B", &[count(3)], ttl).await,
+            [Some(9)]
+        );
+        assert_eq!(
+            store.sync_rate_counts("A", &[count(4)], ttl).await,
+            [Some(9)],
+            "an older sync arriving late keeps the newer count"
+        );
+        let (by_limiter, ttl_ms) = store.rate_counts("p", 42).await.unwrap();
+        assert_eq!(
+            by_limiter,
+            [("A".to_string(), 6), ("B".to_string(), 3)].into()
+        );
+        assert!(ttl_ms > 0 && ttl_ms <= 2_000, "ttl {ttl_ms}");
+
+        // Two limiters: b learns a's count with its own sync.
         let limit = 1_000;
         let a = RateLimiter::new(limit);
         let b = RateLimiter::new(limit);
@@ -367,17 +428,19 @@ mod tests {
                 on_a += 1;
             }
             // Wait (bounded) until a's count is in Redis, then until b,
-            // which learns global counts with its own syncs (they need a
-            // request of its own to send), has read it back.
+            // which learns the others' counts with its own syncs (they need
+            // a request of its own to send), has read it back.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-            while store.rate_count(&sub, start).await.unwrap().0 < Some(on_a)
-                && tokio::time::Instant::now() < deadline
-            {
+            let a_recorded = || async {
+                let (by, _) = store.rate_counts(&sub, start).await.unwrap();
+                by.get(a.id()).copied()
+            };
+            while a_recorded().await < Some(on_a) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             b.check(&store, &sub).await.unwrap();
-            let b_global = || b.counts.lock().get(&sub).map_or(0, |c| c.global);
-            while b_global() < on_a + 1 && tokio::time::Instant::now() < deadline {
+            let b_others = || b.counts.lock().get(&sub).map_or(0, |c| c.others);
+            while b_others() < on_a && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let on_b = (0..1_000)
@@ -387,12 +450,8 @@ mod tests {
                 continue;
             }
             assert_eq!(on_a, 800);
-            assert_eq!(b_global(), on_a + 1, "b read back both nodes' counts");
+            assert_eq!(b_others(), on_a, "b read back a's count");
             assert_eq!(on_a + 1 + on_b, u64::from(limit));
-            let (global, ttl) = store.rate_count(&sub, start).await.unwrap();
-            assert!(ttl > 0 && ttl <= WINDOW_KEY_TTL_MS, "ttl {ttl}");
-            let global: u64 = global.unwrap();
-            assert!((801..=1_000).contains(&global), "global {global}");
             return;
         }
         panic!("no run fit in one window");

@@ -172,9 +172,9 @@ impl Keys {
         format!("{}nodes", self.prefix)
     }
 
-    /// STRING: requests a principal (token subject) made in one one-second
-    /// window (Unix second), summed over nodes by the rate limit (INCRBY);
-    /// expires shortly after its window.
+    /// HASH: requests a principal (token subject) made in one one-second
+    /// window (Unix second): limiter id (one per node process) -> the count
+    /// it admitted (`rate_sync.lua`); expires shortly after its window.
     pub fn rate_limit(&self, window_s: u64, principal: &str) -> String {
         format!("{}rl:{window_s}:{principal}", self.prefix)
     }
@@ -341,6 +341,12 @@ mod tests {
             ("stats", "stats", vec!["20000"], k.stats(20_000)),
             ("agent", "agent", vec!["A1"], k.agent("A1")),
             (
+                "rate_limit",
+                "rate_limit",
+                vec!["20000", "S1"],
+                k.rate_limit(20_000, "S1"),
+            ),
+            (
                 "idem",
                 "idempotency",
                 vec!["O1", "K1"],
@@ -387,7 +393,7 @@ mod tests {
     }
 
     /// Keys only Rust uses (no script touches them).
-    const RUST_ONLY: [&str; 2] = ["nodes", "rate_limit"];
+    const RUST_ONLY: [&str; 1] = ["nodes"];
 
     #[test]
     fn lua_and_rust_name_every_key_the_same_way() {

@@ -48,10 +48,11 @@ pub(crate) enum Name {
     GetMany,
     Start,
     Audit,
+    RateSync,
 }
 
 impl Name {
-    pub(crate) const ALL: [Name; 18] = [
+    pub(crate) const ALL: [Name; 19] = [
         Name::Create,
         Name::Claim,
         Name::Heartbeat,
@@ -70,6 +71,7 @@ impl Name {
         Name::GetMany,
         Name::Start,
         Name::Audit,
+        Name::RateSync,
     ];
 
     /// The script's file name in `lua/` without `.lua` (also its metrics label).
@@ -93,6 +95,7 @@ impl Name {
             Name::GetMany => "get_many",
             Name::Start => "start",
             Name::Audit => "audit",
+            Name::RateSync => "rate_sync",
         }
     }
 
@@ -118,7 +121,8 @@ impl Name {
             | Name::Requeue
             | Name::List
             | Name::TimeoutStale
-            | Name::Audit => "'allow-oom'",
+            | Name::Audit
+            | Name::RateSync => "'allow-oom'",
         }
     }
 
@@ -142,6 +146,7 @@ impl Name {
             Name::GetMany => include_str!("../../lua/get_many.lua"),
             Name::Start => include_str!("../../lua/start.lua"),
             Name::Audit => include_str!("../../lua/audit.lua"),
+            Name::RateSync => include_str!("../../lua/rate_sync.lua"),
         }
     }
 }

@@ -772,3 +772,68 @@ async fn a_reply_lost_to_a_connection_reset_is_safe_to_retry() {
         .count();
     assert_eq!(completed, 1, "completed once");
 }
+
+#[tokio::test]
+async fn a_rate_limit_sync_whose_reply_was_lost_does_not_count_twice() {
+    // One principal, a limit of 10 per second, 6 requests admitted. The sync
+    // carrying them runs in Redis but its reply is lost to a reset, so the
+    // limiter sends it again. The principal made 6 requests: 4 more are
+    // admitted in the same window, the 11th is refused.
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use taskherd::api::ratelimit::RateLimiter;
+    let unix = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let redis = TestRedis::start();
+    let proxy = PausableProxy::start(redis.redis.port()).await;
+    let store = Store::connect(
+        &proxy.url(),
+        1,
+        taskherd::store::StoreConfig::default(),
+        taskherd::clock::Clock::redis(),
+    )
+    .await
+    .unwrap();
+    // One run must fit in one window: start just after a second begins, and
+    // try again (with another principal) when it did not fit.
+    for attempt in 0..5 {
+        let limiter = RateLimiter::new(10);
+        let sub = format!("p{attempt}");
+        let into_second = unix().subsec_millis();
+        tokio::time::sleep(Duration::from_millis(u64::from(1_010 - into_second))).await;
+        let window = unix().as_secs();
+        proxy.cut_next_reply();
+        for _ in 0..6 {
+            limiter.check(&store, &sub).await.unwrap();
+        }
+        wait_until(
+            "the sync's reply is cut",
+            Duration::from_millis(500),
+            || async { (!proxy.cut_pending()).then_some(()) },
+        )
+        .await;
+        // Paced past several sync intervals (50 ms): the count is sent again
+        // meanwhile, over the reconnected connection.
+        let mut admitted = 6;
+        let mut refused_at = None;
+        for n in 7..=11 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            match limiter.check(&store, &sub).await {
+                Ok(()) => admitted += 1,
+                Err(e) => {
+                    assert_eq!(e.code, "RATE_LIMITED");
+                    refused_at = Some(n);
+                    break;
+                }
+            }
+        }
+        if unix().as_secs() != window {
+            continue;
+        }
+        assert_eq!(
+            (admitted, refused_at),
+            (10, Some(11)),
+            "6 requests were counted as more"
+        );
+        return;
+    }
+    panic!("no run fit in one window");
+}

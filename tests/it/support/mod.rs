@@ -412,6 +412,11 @@ impl PausableProxy {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether a reply cut asked for has not happened yet.
+    pub fn cut_pending(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
