@@ -127,6 +127,12 @@ impl LocalRedis {
         Self::launch(dir, port, &[], ping)
     }
 
+    /// [`LocalRedis::start_on`] with `extra` arguments after the usual ones
+    /// (a later argument wins: `--appendfsync always`, say).
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Result<Self> {
+        Self::launch(dir, port, extra, ping)
+    }
+
     /// Starts redis-server on `port` as [`LocalRedis::start_on`] does, with
     /// `extra` arguments after the usual ones, and returns as soon as it
     /// answers at all: a `LOADING` error while it replays its data counts
