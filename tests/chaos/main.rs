@@ -9,10 +9,10 @@
 //!   node) until it is acknowledged; external workers claim `ext` tasks over
 //!   HTTP with short leases, and some stall past their lease and complete
 //!   late (the fence must refuse them).
-//! - Faults, one at a time, drawn from the seed: kill -9 of a node, SIGTERM
-//!   of a node (each restarted), Redis stopped (SHUTDOWN) or killed (SIGKILL,
-//!   AOF `always`) and restarted, a node's Redis connection reset after a
-//!   reply, or frozen for seconds.
+//! - Faults, one at a time, in rounds of every kind in an order drawn from
+//!   the seed: kill -9 of a node, SIGTERM of a node (each restarted), Redis
+//!   stopped (SHUTDOWN) or killed (SIGKILL, AOF `always`) and restarted, a
+//!   node's Redis connection reset after a reply, or frozen for seconds.
 //! - Seeded: `CHAOS_SEED` replays a run's draws (the seed is printed first);
 //!   `CHAOS_SECONDS` sets the length of the fault phase (default 40).
 //!
@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use taskherd::auth::Role;
@@ -381,12 +382,19 @@ async fn faults(cluster: Arc<Cluster>, history: Arc<Mutex<History>>, seed: u64, 
         Fault::Reset,
         Fault::Freeze,
     ];
+    // Every kind once per round, in an order drawn from the seed: each comes
+    // up in a run of 40 s.
+    let mut round = Vec::new();
     loop {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1_500..3_500))).await;
         if Instant::now() >= end {
             return;
         }
-        let fault = kinds[rng.random_range(0..kinds.len())];
+        if round.is_empty() {
+            round = kinds.to_vec();
+            round.shuffle(&mut rng);
+        }
+        let fault = round.pop().expect("a fault of this round");
         let i = rng.random_range(0..NODES);
         let down = Duration::from_millis(rng.random_range(300..2_000));
         match fault {
