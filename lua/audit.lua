@@ -96,6 +96,7 @@ local function check(id, score, status)
       local lease = tonumber(v[5]) or now
       local deadline = tonumber(v[6]) or lease
       W.zadd(K.processing, math.min(lease, deadline), id)
+      W.deadline(math.min(lease, deadline), now)
       leases = leases + 1
     end
   else

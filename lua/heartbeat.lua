@@ -32,6 +32,8 @@ for i = 0, n - 1 do
     local lease_until = now + lease_ms
     redis.call('HSET', K.task(id), 'leaseUntil', int_str(lease_until))
     W.zadd(K.processing, math.min(lease_until, tonumber(v[3]) or lease_until), id)
+    -- A shorter lease than before moves the deadline earlier.
+    W.deadline(math.min(lease_until, tonumber(v[3]) or lease_until), now)
     reply[#reply + 1] = 'ok'
   end
 end

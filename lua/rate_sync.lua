@@ -1,7 +1,7 @@
 -- rate_sync.lua: records how many requests one node's limiter admitted per principal and
 -- window, and answers each window's total over every node. Idempotent: a sync sent again
 -- after its reply was lost (a reset, a timeout) sets the same count, never adds it twice.
--- KEYS (1): [1] namespace prefix "{ns}:"  (rl:<window s>:<principal> HASH limiter id -> count)
+-- KEYS (1): [1] namespace prefix "{ns}:"  (rlh:<window s>:<principal> HASH limiter id -> count)
 -- ARGV: [1] limiter id (one per node process)  [2] key TTL (ms, 1..60000)
 --       then n triples: window (Unix s), principal, count admitted by this limiter so far
 -- Returns: array of n totals in order: the window's count summed over every limiter

@@ -52,6 +52,6 @@ if idle ~= nil then
   else
     wake = now + idle
   end
-  redis.call('SET', K.reaper_wake, int_str(wake), 'PX', REAPER_WAKE_TTL_MS)
+  write_reaper_wake(wake, now)
 end
 return { reaped, next_due, int_str(now), tags, int_str(wake) }

@@ -251,14 +251,17 @@ async fn wait_for_redis(config: &NodeConfig, shutdown: &mut Shutdown) -> Result<
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let e = match Store::connect(
+        let connect = Store::connect(
             &config.redis_url,
             config.redis_pool,
             store_config.clone(),
             config.clock.clone(),
-        )
-        .await
-        {
+        );
+        let connected = tokio::select! {
+            connected = connect => connected,
+            _ = shutdown.wait() => return Ok(None),
+        };
+        let e = match connected {
             Ok(store) => {
                 if attempt > 1 {
                     tracing::info!(

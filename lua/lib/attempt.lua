@@ -23,7 +23,7 @@ local function lease_task(id, agent, v, now, now_s, lease_until, lease_s, token,
     'startedAt', now_s, 'updatedAt', now_s, 'leaseUntil', lease_s,
     'deadlineAt', deadline_s, 'workerId', worker)
   W.zadd(K.processing, math.min(lease_until, deadline), id)
-  W.deadline(math.min(lease_until, deadline))
+  W.deadline(math.min(lease_until, deadline), now)
   -- A damaged seq must not fail the ZADD at flush, after the HSET above.
   move_status(id, agent, tonumber(v[2]) and v[2] or 0, 'QUEUED', 'PROCESSING')
   emit(now_s, 'started', id, agent, v[11], v[3], 'PROCESSING', 'attempt', int_str((tonumber(v[5]) or 0) + 1),

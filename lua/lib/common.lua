@@ -34,7 +34,7 @@ local function keys_for(p)
   function k.idem(owner, key) return p .. 'idem:' .. owner .. ':' .. key end
   function k.stats(day) return p .. 'stats:' .. day end
   function k.agent(id) return p .. 'agent:' .. id end
-  function k.rate_limit(window, principal) return p .. 'rl:' .. window .. ':' .. principal end
+  function k.rate_limit(window, principal) return p .. 'rlh:' .. window .. ':' .. principal end
   return k
 end
 
@@ -58,7 +58,7 @@ local function begin(keys)
   K = k
   pending = { zadd = {}, zadd_order = {}, zrem = {}, zrem_order = {}, hincr = {},
     hincr_order = {}, hfloat = {}, expire = {}, expire_order = {}, pub = {}, pub_order = {},
-    deadline = nil }
+    deadline = nil, deadline_now = nil }
 end
 
 local PRIORITY_RANK = { URGENT = 0, HIGH = 1, NORMAL = 2, LOW = 3 }
@@ -156,22 +156,29 @@ end
 function W.publish(msg)
   if pending.pub[msg] == nil then pending.pub[msg] = true; pending.pub_order[#pending.pub_order + 1] = msg end
 end
--- A lease or attempt deadline was set (ms): the earliest of the call is
--- checked against the reapers' next pass at the flush.
-function W.deadline(ms)
+-- A lease or attempt deadline was set or moved (ms; `now` the call's time):
+-- the earliest of the call is checked against the reapers' next pass at
+-- the flush. Every script that writes a processing score calls it.
+function W.deadline(ms, now)
   if pending.deadline == nil or ms < pending.deadline then pending.deadline = ms end
+  pending.deadline_now = now
 end
--- How long a reaper's plan (reaper_wake) outlives its pass: a plan no reaper
--- renews (every reaper gone) expires, and the next deadline signals again.
-local REAPER_WAKE_TTL_MS = 60000
+-- How long a reaper's plan (reaper_wake) outlives its time: a plan that no
+-- reaper renewed (its node stopped, its pass failed, its signal was lost)
+-- is gone a second after it, so the next deadline signals again.
+local REAPER_WAKE_SLACK_MS = 1000
+local function write_reaper_wake(wake, now)
+  redis.call('SET', K.reaper_wake, int_str(wake), 'PX', int_str(math.max(wake - now, 0) + REAPER_WAKE_SLACK_MS))
+end
 -- Reapers sleep until their next pass and write when that is (reap.lua). A
 -- deadline before it signals "r" so that every node's reaper re-plans, and
 -- lowers the plan, so the deadlines after it signal nothing until a reaper
--- has passed again. No plan (no reaper yet, or a Redis restart) also signals.
-local function wake_reapers_for(deadline)
+-- has passed again. No plan (no reaper yet, a Redis restart) or one already
+-- past (nobody passed at its time) also signals.
+local function wake_reapers_for(deadline, now)
   local wake = tonumber(redis.call('GET', K.reaper_wake))
-  if wake == nil or deadline < wake then
-    redis.call('SET', K.reaper_wake, int_str(deadline), 'PX', REAPER_WAKE_TTL_MS)
+  if wake == nil or wake < now or deadline < wake then
+    write_reaper_wake(deadline, now)
     redis.call('PUBLISH', K.signal, 'r')
   end
 end
@@ -193,7 +200,7 @@ function W.flush()
     if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, int_str(pending.expire[key])) end
   end
   for _, msg in ipairs(pending.pub_order) do redis.call('PUBLISH', K.signal, msg) end
-  if pending.deadline ~= nil then wake_reapers_for(pending.deadline) end
+  if pending.deadline ~= nil then wake_reapers_for(pending.deadline, pending.deadline_now) end
 end
 
 -- Moves a task between status indexes and live counts (seq: number or string, as W.zadd).

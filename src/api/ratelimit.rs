@@ -26,7 +26,10 @@
 //! admit at most N × the limit in one window: the worst case, for a burst
 //! that reaches every node before any sync. Beyond that, a node sees what
 //! the others admitted only once they have synced it and it has synced since:
-//! within two sync intervals plus a round trip (about 0.1 s). Under steady
+//! within two sync intervals plus a round trip (about 0.1 s). A node learns
+//! the others' count only with a sync of its own, so one that has admitted
+//! nothing for a principal in a window yet may admit up to the limit by
+//! itself before it learns (the N × the limit worst case). Under steady
 //! traffic of `r` requests/s per node for one principal, a window therefore
 //! admits at most about `limit + (N − 1) × r × 0.1 s`, and never more than
 //! N × the limit. Refused requests are not counted.
@@ -191,8 +194,10 @@ impl Counts {
 
     /// Forgets principals of past windows with nothing left to record, and
     /// gives the counts to record: those that grew since Redis last
-    /// confirmed them, of the current and the previous window (older ones no
-    /// longer matter).
+    /// confirmed them, of the current window or, for a principal with no
+    /// request yet in the current one, the previous window. (A principal's
+    /// first request in a new window starts its count afresh, so the last
+    /// unsent moments of the old window are not sent: they no longer matter.)
     fn take(&self, now: u64) -> Vec<Delta> {
         let mut by_sub = self.lock();
         by_sub.retain(|_, c| c.window + 1 >= now && (c.window == now || c.mine > c.recorded));

@@ -175,8 +175,10 @@ impl Keys {
     /// HASH: requests a principal (token subject) made in one one-second
     /// window (Unix second): limiter id (one per node process) -> the count
     /// it admitted (`rate_sync.lua`); expires shortly after its window.
+    /// (`rlh:`, not the `rl:` strings of earlier versions' INCRBY counts, so
+    /// nodes of both versions during an upgrade do not meet a WRONGTYPE.)
     pub fn rate_limit(&self, window_s: u64, principal: &str) -> String {
-        format!("{}rl:{window_s}:{principal}", self.prefix)
+        format!("{}rlh:{window_s}:{principal}", self.prefix)
     }
 }
 

@@ -382,8 +382,8 @@ async fn faults(cluster: Arc<Cluster>, history: Arc<Mutex<History>>, seed: u64, 
         Fault::Reset,
         Fault::Freeze,
     ];
-    // Every kind once per round, in an order drawn from the seed: each comes
-    // up in a run of 40 s.
+    // Every kind once per round, in an order drawn from the seed (a round of
+    // six takes about 15 to 35 s, so a 40 s run usually holds every kind).
     let mut round = Vec::new();
     loop {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1_500..3_500))).await;

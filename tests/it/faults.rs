@@ -783,6 +783,7 @@ async fn a_rate_limit_sync_whose_reply_was_lost_does_not_count_twice() {
     use taskherd::api::ratelimit::RateLimiter;
     let unix = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let redis = TestRedis::start();
+    let direct = redis.store().await;
     let proxy = PausableProxy::start(redis.redis.port()).await;
     let store = Store::connect(
         &proxy.url(),
@@ -808,6 +809,17 @@ async fn a_rate_limit_sync_whose_reply_was_lost_does_not_count_twice() {
             "the sync's reply is cut",
             Duration::from_millis(500),
             || async { (!proxy.cut_pending()).then_some(()) },
+        )
+        .await;
+        // The count ran in Redis although its reply was lost; it is sent
+        // again over the reconnected connection.
+        wait_until(
+            "the count is recorded",
+            Duration::from_millis(500),
+            || async {
+                let (by_limiter, _) = direct.rate_counts(&sub, window).await.ok()?;
+                (by_limiter.get(limiter.id()) == Some(&6)).then_some(())
+            },
         )
         .await;
         // Paced past several sync intervals (50 ms): the count is sent again

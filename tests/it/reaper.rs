@@ -67,22 +67,7 @@ async fn only_a_deadline_before_the_reapers_plan_signals_and_lowers_it() {
             "after a lease of {lease_ms} ms"
         );
     }
-    let _: i64 = raw
-        .publish(store.keys().signal(), "end-of-test")
-        .await
-        .unwrap();
-    let mut reap_signals = 0;
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.recv())
-            .await
-            .expect("the marker arrives")
-            .unwrap();
-        match m.value.as_str().as_deref() {
-            Some("end-of-test") => break,
-            Some("r") => reap_signals += 1,
-            _ => {}
-        }
-    }
+    let reap_signals = reap_signals_until_marker(&store, &raw, &mut messages, "mark-1").await;
     assert_eq!(reap_signals, 2, "the first deadline and the 1 s lease");
 
     // The next pass plans for the nearest deadline; a full batch passes
@@ -101,6 +86,53 @@ async fn only_a_deadline_before_the_reapers_plan_signals_and_lowers_it() {
     let pass = store.reap(100).await.unwrap();
     assert_eq!((pass.handled, pass.wake_ms), (1, None));
     assert_eq!(planned_wake(&store, &raw).await, Some(T0_MS + 2_000));
+
+    // A heartbeat with a shorter lease moves a deadline earlier: it lowers
+    // the plan too (left: the first task until T0 + 30 s, another to 10 s).
+    let pass = store
+        .reap_and_plan(100, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(pass.wake_ms, Some(T0_MS + 7_000));
+    let beat = [(first.id.clone(), first.token.clone())];
+    store
+        .heartbeat(&beat, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(planned_wake(&store, &raw).await, Some(T0_MS + 5_000));
+    // A plan whose time passed with no reaper renewing it (its node
+    // stopped) holds nothing back: the next deadline signals, however late.
+    advance_ms(&store, 4_000);
+    create(&store, task_for("a1")).await;
+    let late = claim_for(&store, Duration::from_secs(30)).await;
+    assert_eq!(planned_wake(&store, &raw).await, Some(late.lease_until));
+    assert_eq!(
+        reap_signals_until_marker(&store, &raw, &mut messages, "mark-2").await,
+        2,
+        "the heartbeat and the claim after a stale plan"
+    );
+}
+
+/// The `r` signals published before `marker`, which this publishes.
+async fn reap_signals_until_marker(
+    store: &Store,
+    raw: &RawRedis,
+    messages: &mut tokio::sync::broadcast::Receiver<fred::types::Message>,
+    marker: &str,
+) -> usize {
+    let _: i64 = raw.publish(store.keys().signal(), marker).await.unwrap();
+    let mut reap_signals = 0;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+            .await
+            .expect("the marker arrives")
+            .unwrap();
+        match m.value.as_str().as_deref() {
+            Some(s) if s == marker => return reap_signals,
+            Some("r") => reap_signals += 1,
+            _ => {}
+        }
+    }
 }
 
 #[tokio::test]
@@ -132,6 +164,11 @@ async fn a_short_lease_is_reaped_on_time_while_another_nodes_reaper_slept_longer
     let t = other.create(task_for("a1")).await.unwrap().task;
     let short = claim_for(&other, Duration::from_millis(500)).await;
     assert_eq!(short.id, t.id);
+    assert_eq!(
+        planned_wake(&other, &raw).await,
+        Some(short.lease_until),
+        "the claim lowered the plan (and signalled)"
+    );
     let reaped = wait_until("the short lease to be reaped", WAIT, || async {
         let task = other.get(&t.id).await.unwrap().unwrap();
         (task.status != TaskStatus::Processing).then_some(task)

@@ -134,7 +134,7 @@ async fn a_node_started_before_its_redis_answers_meanwhile_then_serves() {
 async fn a_node_started_against_a_redis_still_loading_waits_then_serves() {
     let mut redis = TestRedis::start();
     {
-        // Enough data that loading it, slowed per key, takes seconds.
+        // Enough data that loading it, slowed per key, takes several seconds.
         let raw = raw_redis(&redis.url()).await;
         let _: () = raw
             .eval(
@@ -161,7 +161,7 @@ async fn a_node_started_against_a_redis_still_loading_waits_then_serves() {
         port,
         &[
             "--key-load-delay",
-            "200",
+            "500",
             "--loading-process-events-interval-bytes",
             "1024",
         ],
