@@ -114,12 +114,11 @@ async fn reaper(store: Store, signals: Signals, config: MaintenanceConfig, mut s
                         "reaped expired leases / timed-out attempts"
                     );
                 }
-                // The plan the scripts were told; a later wake would let a
-                // deadline before it pass unseen.
-                match pass.wake_ms {
-                    Some(wake) => Duration::from_millis((wake - pass.now_ms).max(0) as u64),
-                    None => wait_after(&pass, config.max_idle, config.batch),
-                }
+                // Sleep until the plan the scripts were told (always set by
+                // reap_and_plan): a later wake would let a deadline before it
+                // pass unseen.
+                let wake = pass.wake_ms.unwrap_or(pass.now_ms);
+                Duration::from_millis((wake - pass.now_ms).max(0) as u64)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reap pass failed");

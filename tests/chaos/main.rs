@@ -147,16 +147,8 @@ impl Cluster {
     }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
 /// Waits until every node answers ready.
 async fn all_ready(cluster: &Cluster) {
-    let http = http();
     let ports: Vec<u16> = cluster
         .nodes
         .lock()
@@ -166,15 +158,7 @@ async fn all_ready(cluster: &Cluster) {
         .map(|n| n.port)
         .collect();
     for port in ports {
-        wait_until("a node is ready", Duration::from_secs(60), || async {
-            let r = http
-                .get(format!("http://127.0.0.1:{port}/api/ai/tasks/health/ready"))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        wait_ready(port, Duration::from_secs(60)).await;
     }
 }
 
@@ -188,7 +172,7 @@ async fn user(
     end: Instant,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (0x5553_4552 + u as u64));
-    let http = http();
+    let http = http_client();
     let token = token(&format!("chaos-user-{u}"), Role::User, None);
     let mut n = 0u64;
     while Instant::now() < end {
@@ -266,7 +250,7 @@ async fn ext_worker(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (0x4558_5400 + w as u64));
-    let http = http();
+    let http = http_client();
     let token = token(&format!("chaos-ext-{w}"), Role::Worker, Some("ext"));
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let Some(base) = cluster.any_node(&mut rng) else {
@@ -371,6 +355,13 @@ async fn complete(
     }
 }
 
+/// Runs `f` (it waits for a process) on a blocking thread.
+async fn off_runtime(f: impl FnOnce() + Send + 'static) {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("a blocking task");
+}
+
 /// Draws faults one at a time until `end`, each undone before the next.
 async fn faults(cluster: Arc<Cluster>, history: Arc<Mutex<History>>, seed: u64, end: Instant) {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -401,15 +392,13 @@ async fn faults(cluster: Arc<Cluster>, history: Arc<Mutex<History>>, seed: u64, 
             Fault::Kill9 | Fault::Sigterm => {
                 let node = cluster.nodes.lock().unwrap()[i].take();
                 if let Some(mut node) = node {
-                    tokio::task::spawn_blocking(move || {
-                        if fault == Fault::Kill9 {
-                            node.kill9();
-                        } else {
+                    off_runtime(move || match fault {
+                        Fault::Kill9 => node.kill9(),
+                        _ => {
                             node.terminate();
                         }
                     })
-                    .await
-                    .unwrap();
+                    .await;
                 }
                 tokio::time::sleep(down).await;
                 cluster.spawn_node(i);
@@ -417,21 +406,15 @@ async fn faults(cluster: Arc<Cluster>, history: Arc<Mutex<History>>, seed: u64, 
             Fault::RedisStop | Fault::RedisKill => {
                 let redis = cluster.redis.lock().unwrap().take();
                 if let Some(mut redis) = redis {
-                    tokio::task::spawn_blocking(move || {
-                        if fault == Fault::RedisKill {
-                            redis.kill();
-                        } else {
-                            redis.stop();
-                        }
+                    off_runtime(move || match fault {
+                        Fault::RedisKill => redis.kill(),
+                        _ => redis.stop(),
                     })
-                    .await
-                    .unwrap();
+                    .await;
                 }
                 tokio::time::sleep(down).await;
                 let c = cluster.clone();
-                tokio::task::spawn_blocking(move || c.start_redis())
-                    .await
-                    .unwrap();
+                off_runtime(move || c.start_redis()).await;
             }
             Fault::Reset => cluster.proxies[i].cut_next_reply(),
             Fault::Freeze => {

@@ -680,6 +680,18 @@ async fn redis_out_of_memory_refuses_new_tasks_cleanly_while_work_in_flight_fini
         .unwrap();
 }
 
+/// A store (one connection) that reaches Redis through `proxy`.
+async fn store_through(proxy: &PausableProxy) -> Store {
+    Store::connect(
+        &proxy.url(),
+        1,
+        taskherd::store::StoreConfig::default(),
+        taskherd::clock::Clock::redis(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Sends a call again until it answers, through a connection that fred is
 /// re-opening (calls fail fast while it is down); other errors fail the test.
 async fn once_reconnected<T, F, Fut>(what: &str, mut call: F) -> T
@@ -705,14 +717,7 @@ async fn a_reply_lost_to_a_connection_reset_is_safe_to_retry() {
     let redis = TestRedis::start();
     let direct = redis.store().await;
     let proxy = PausableProxy::start(redis.redis.port()).await;
-    let store = Store::connect(
-        &proxy.url(),
-        1,
-        taskherd::store::StoreConfig::default(),
-        taskherd::clock::Clock::redis(),
-    )
-    .await
-    .unwrap();
+    let store = store_through(&proxy).await;
     let new = || NewTask {
         idempotency_key: Some("order-17".into()),
         ..NewTask::new("a1", "t", json!({ "n": 1 }))
@@ -785,14 +790,7 @@ async fn a_rate_limit_sync_whose_reply_was_lost_does_not_count_twice() {
     let redis = TestRedis::start();
     let direct = redis.store().await;
     let proxy = PausableProxy::start(redis.redis.port()).await;
-    let store = Store::connect(
-        &proxy.url(),
-        1,
-        taskherd::store::StoreConfig::default(),
-        taskherd::clock::Clock::redis(),
-    )
-    .await
-    .unwrap();
+    let store = store_through(&proxy).await;
     // One run must fit in one window: start just after a second begins, and
     // try again (with another principal) when it did not fit.
     for attempt in 0..5 {

@@ -30,22 +30,11 @@ fn waiting_lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
 /// Waits until the node is ready, then has it run an `echo` task through.
 async fn serves_a_task(node: &ChildNode) {
-    let http = http();
+    let http = http_client();
     let base = format!("http://127.0.0.1:{}", node.port);
-    wait_until("the node is ready", Duration::from_secs(30), || async {
-        let (status, _) = get(&http, &format!("{base}/api/ai/tasks/health/ready")).await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_ready(node.port, Duration::from_secs(30)).await;
     let created: Value = http
         .post(format!("{base}/api/ai/tasks"))
         .bearer_auth(admin_token())
@@ -78,7 +67,7 @@ async fn a_node_started_before_its_redis_answers_meanwhile_then_serves() {
     let port = free_port().unwrap();
     let log = dir.path().join("node.log");
     let mut node = ChildNode::spawn_logged(&format!("redis://127.0.0.1:{port}"), &[], &log);
-    let http = http();
+    let http = http_client();
     let base = format!("http://127.0.0.1:{}", node.port);
 
     let live_url = format!("{base}/api/ai/tasks/health/live");

@@ -303,6 +303,26 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
+/// An HTTP client for tests that talk to nodes: a request gives up after 5 s.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Waits until the node on 127.0.0.1:`port` answers ready (Redis reached,
+/// scripts loaded, not draining), or panics after `deadline`.
+pub async fn wait_ready(port: u16, deadline: Duration) {
+    let http = http_client();
+    let url = format!("http://127.0.0.1:{port}/api/ai/tasks/health/ready");
+    wait_until("the node is ready", deadline, || async {
+        let r = http.get(&url).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
+
 impl ChildNode {
     /// The child's health document while it serves with Redis answering
     /// (None while it does not answer, is still waiting for Redis, or Redis
