@@ -62,6 +62,17 @@ pub mod names {
     pub const WS_CONNECTIONS: &str = "taskherd_websocket_connections";
     /// Counter: WebSocket messages.
     pub const WS_MESSAGES: &str = "taskherd_websocket_messages_total";
+    /// Gauge: Socket.IO subscriptions on this node by room kind.
+    pub const WS_SUBSCRIPTIONS: &str = "taskherd_websocket_subscriptions";
+    /// Counter: Socket.IO events sent, by event name.
+    pub const WS_EVENTS_SENT: &str = "taskherd_websocket_events_sent_total";
+    /// Counter: Socket.IO events clients did not get (they were told to
+    /// resync or cut off), by reason.
+    pub const WS_EVENTS_DROPPED: &str = "taskherd_websocket_events_dropped_total";
+    /// Counter: Socket.IO clients cut off for falling behind.
+    pub const WS_SLOW_CLIENTS: &str = "taskherd_websocket_slow_clients_total";
+    /// Counter: Socket.IO connections refused by a limit.
+    pub const WS_REFUSED: &str = "taskherd_websocket_refused_total";
     /// Counter: script calls.
     pub const SCRIPT_CALLS: &str = "taskherd_redis_script_calls_total";
     /// Counter: script calls that failed (Redis error, not a refusal).
@@ -86,7 +97,7 @@ pub mod names {
     pub const QUEUE_READ_OK: &str = "taskherd_queue_read_ok";
 
     /// Every metric this crate exports (the README's table lists them too).
-    pub const ALL: [&str; 30] = [
+    pub const ALL: [&str; 35] = [
         TASKS_CREATED,
         TASKS_STARTED,
         TASKS_COMPLETED,
@@ -106,6 +117,11 @@ pub mod names {
         GRAPHQL_OPERATIONS,
         WS_CONNECTIONS,
         WS_MESSAGES,
+        WS_SUBSCRIPTIONS,
+        WS_EVENTS_SENT,
+        WS_EVENTS_DROPPED,
+        WS_SLOW_CLIENTS,
+        WS_REFUSED,
         SCRIPT_CALLS,
         SCRIPT_ERRORS,
         SCRIPT_DURATION,
@@ -213,7 +229,27 @@ fn describe() {
     );
     describe_counter!(GRAPHQL_OPERATIONS, "GraphQL operations (type, outcome)");
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
-    describe_counter!(WS_MESSAGES, "WebSocket messages (direction=in|out)");
+    describe_counter!(
+        WS_MESSAGES,
+        "Socket.IO messages (direction=in: client messages, out: events sent)"
+    );
+    describe_gauge!(
+        WS_SUBSCRIPTIONS,
+        "Socket.IO subscriptions (room=task|agent|queue|tasks)"
+    );
+    describe_counter!(WS_EVENTS_SENT, "Socket.IO events sent (event)");
+    describe_counter!(
+        WS_EVENTS_DROPPED,
+        "Socket.IO events clients missed and were told to resync for, or lost when cut off (reason=lagged|trimmed|slow)"
+    );
+    describe_counter!(
+        WS_SLOW_CLIENTS,
+        "Socket.IO clients cut off because their buffer was full"
+    );
+    describe_counter!(
+        WS_REFUSED,
+        "Socket.IO connections refused by a limit (limit=connections)"
+    );
     describe_counter!(SCRIPT_CALLS, "Lua script calls (script)");
     describe_counter!(
         SCRIPT_ERRORS,
@@ -262,6 +298,26 @@ fn describe() {
     gauge!(WS_CONNECTIONS).set(0.0);
     counter!(WS_MESSAGES, "direction" => "in").absolute(0);
     counter!(WS_MESSAGES, "direction" => "out").absolute(0);
+    for room in ["task", "agent", "queue", "tasks"] {
+        gauge!(WS_SUBSCRIPTIONS, "room" => room).set(0.0);
+    }
+    for reason in ["lagged", "trimmed", "slow"] {
+        counter!(WS_EVENTS_DROPPED, "reason" => reason).absolute(0);
+    }
+    for event in [
+        "task:status",
+        "task:failed",
+        "agent:task:update",
+        "queue:update",
+        "task:error",
+        "queue:error",
+        "resync",
+        "server:closing",
+    ] {
+        counter!(WS_EVENTS_SENT, "event" => event).absolute(0);
+    }
+    counter!(WS_SLOW_CLIENTS).absolute(0);
+    counter!(WS_REFUSED, "limit" => "connections").absolute(0);
 }
 
 fn secs(ms: u64) -> f64 {
@@ -413,4 +469,39 @@ pub(crate) fn http_request(operation: &'static str, method: &str, status: u16, t
     .increment(1);
     histogram!(HTTP_DURATION, "operation" => operation, "method" => method)
         .record(took.as_secs_f64());
+}
+
+/// The Socket.IO feed's connections and subscriptions (by room kind).
+pub(crate) fn feed_gauges(connections: usize, kinds: &[&'static str], counts: &[usize]) {
+    gauge!(WS_CONNECTIONS).set(connections as f64);
+    for (kind, n) in kinds.iter().zip(counts) {
+        gauge!(WS_SUBSCRIPTIONS, "room" => *kind).set(*n as f64);
+    }
+}
+
+/// A Socket.IO event sent.
+pub(crate) fn feed_sent(event: &'static str) {
+    counter!(WS_EVENTS_SENT, "event" => event).increment(1);
+    counter!(WS_MESSAGES, "direction" => "out").increment(1);
+}
+
+/// A Socket.IO client message received.
+pub(crate) fn feed_received() {
+    counter!(WS_MESSAGES, "direction" => "in").increment(1);
+}
+
+/// Events a Socket.IO client did not get (`lagged`, `trimmed`, `slow`).
+pub(crate) fn feed_dropped(reason: &'static str) {
+    counter!(WS_EVENTS_DROPPED, "reason" => reason).increment(1);
+}
+
+/// A Socket.IO client cut off for falling behind.
+pub(crate) fn feed_cut_off() {
+    counter!(WS_SLOW_CLIENTS).increment(1);
+    feed_dropped("slow");
+}
+
+/// A Socket.IO connection refused by a limit.
+pub(crate) fn feed_refused(limit: &'static str) {
+    counter!(WS_REFUSED, "limit" => limit).increment(1);
 }

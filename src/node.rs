@@ -6,7 +6,8 @@
 //! maintenance and the node registry start, and the APIs open.
 //!
 //! Shutdown order (on the shutdown signal):
-//! 1. workers stop claiming; in-flight attempts get the grace period, the rest
+//! 1. Socket.IO clients are told the node drains and their connections
+//!    close (they reconnect elsewhere); workers stop claiming; in-flight attempts get the grace period, the rest
 //!    are handed back to QUEUED without spending an attempt; results flushed;
 //! 2. maintenance loops stop;
 //! 3. the HTTP server stops (health answered "draining" until here);
@@ -196,17 +197,28 @@ pub async fn run(
     ));
 
     let queue = Queue::new(store.clone(), signals.clone());
-    gate.open(Arc::new(AppState {
-        queue: queue.clone(),
-        auth,
-        limiter: api::ratelimit::RateLimiter::new(config.api.rate_limit_per_s),
-        node: NodeContext {
-            id: node_id.clone(),
-            maxmemory_policy: policy,
-            runtime: runtime.clone(),
-        },
-        config: config.api.clone(),
-    }));
+    let (feed, feed_endpoint) = api::ws::Feed::start(
+        queue.clone(),
+        auth.clone(),
+        hub.clone(),
+        config.api.feed.clone(),
+        config.api.cors_origins.clone(),
+    );
+    gate.open(
+        Arc::new(AppState {
+            queue: queue.clone(),
+            auth,
+            limiter: api::ratelimit::RateLimiter::new(config.api.rate_limit_per_s),
+            node: NodeContext {
+                id: node_id.clone(),
+                maxmemory_policy: policy,
+                runtime: runtime.clone(),
+            },
+            config: config.api.clone(),
+            feed: feed.clone(),
+        }),
+        feed_endpoint,
+    );
     tracing::info!(node_id = %node_id, addr = %local_addr, "node started");
     on_start(Node {
         store: store.clone(),
@@ -219,6 +231,8 @@ pub async fn run(
     shutdown.wait().await;
     tracing::info!("shutting down: workers first");
     queue.begin_draining();
+    // Socket.IO clients are told why, then reconnect (to another node).
+    feed.close().await;
     if let Some(task) = worker_task
         && let Ok(Err(e)) = task.await
     {

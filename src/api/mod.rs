@@ -21,11 +21,12 @@ pub mod error;
 mod middleware;
 pub mod ratelimit;
 pub mod rest;
+pub mod ws;
 
 use std::sync::{Arc, OnceLock};
 
 use poem::endpoint::BoxEndpoint;
-use poem::{Endpoint, EndpointExt, Request, Response, Route};
+use poem::{Endpoint, EndpointExt, Middleware, Request, Response, Route};
 
 use crate::auth::Auth;
 use crate::queue::Queue;
@@ -42,8 +43,11 @@ pub struct ApiConfig {
     /// Requests per second per token subject, shared by all nodes; 0: off.
     pub rate_limit_per_s: u32,
     /// Origins allowed by CORS (`FRONTEND_URL`, comma-separated); none: no
-    /// cross-origin access.
+    /// cross-origin access. The Socket.IO feed admits the same browser
+    /// origins.
     pub cors_origins: Vec<String>,
+    /// The Socket.IO feed's limits.
+    pub feed: ws::FeedConfig,
 }
 
 /// Default request body limit: 2 MiB (a 1 MiB inputData plus JSON escaping).
@@ -57,6 +61,7 @@ impl Default for ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             rate_limit_per_s: DEFAULT_RATE_LIMIT_PER_S,
             cors_origins: Vec::new(),
+            feed: ws::FeedConfig::default(),
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct AppState {
     pub node: NodeContext,
     /// HTTP settings.
     pub config: ApiConfig,
+    /// The Socket.IO feed (health reports its clients).
+    pub feed: ws::Feed,
 }
 
 /// The node an HTTP server runs in.
@@ -98,14 +105,44 @@ pub fn routes(config: &ApiConfig, gate: Gate) -> impl Endpoint + use<> {
     let docs = rest::openapi().swagger_ui();
     let max_body = config.max_body_bytes;
     let cors = cors(&config.cors_origins);
-    Route::new()
-        .at("/api/openapi.json", spec)
-        .nest("/api/docs", docs)
-        .nest("/", gate)
-        .catch_all_error(|e| async move { error::render(e) })
-        .around(move |ep, req| body_limit(ep, req, max_body))
-        .around(move |ep, req| request_id(ep, req, allow.clone()))
-        .with(cors)
+    let all = Arc::new(
+        Route::new()
+            .at("/api/openapi.json", spec)
+            .nest("/api/docs", docs)
+            .nest("/", gate)
+            .catch_all_error(|e| async move { error::render(e) })
+            .around(move |ep, req| body_limit(ep, req, max_body))
+            .around(move |ep, req| request_id(ep, req, allow.clone()))
+            .boxed(),
+    );
+    CorsExceptFeed {
+        cors: cors.transform(all.clone()).boxed(),
+        all,
+    }
+}
+
+/// CORS on everything but the Socket.IO feed, which answers browser
+/// origins itself: a refused origin gets a `connect_error` saying so, not a
+/// bare 403.
+struct CorsExceptFeed {
+    all: Arc<BoxEndpoint<'static>>,
+    cors: BoxEndpoint<'static>,
+}
+
+impl Endpoint for CorsExceptFeed {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let path = req.uri().path();
+        let feed = path
+            .strip_prefix(ws::PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if feed {
+            self.all.call(req).await
+        } else {
+            self.cors.call(req).await
+        }
+    }
 }
 
 /// The APIs of a node that may still be starting. Until [`Gate::open`] (the
@@ -127,10 +164,11 @@ impl Gate {
         }
     }
 
-    /// Lets requests through to the APIs over `state` (once; later calls do
-    /// nothing).
-    pub fn open(&self, state: Arc<AppState>) {
+    /// Lets requests through to the APIs over `state`, with the Socket.IO
+    /// feed served by `feed` (once; later calls do nothing).
+    pub fn open(&self, state: Arc<AppState>, feed: impl Endpoint<Output = Response> + 'static) {
         let apis = Route::new()
+            .nest_no_strip(ws::PATH, feed)
             .nest("/", rest::openapi())
             .data(state)
             .catch_all_error(|e| async move { error::render(e) })

@@ -175,10 +175,11 @@ impl TokenCache {
     }
 
     /// The cached verdict on `token` at `now`; an expired entry is dropped.
-    fn get(&self, token: &str, now: u64) -> Option<Result<Principal, AuthError>> {
+    fn get(&self, token: &str, now: u64) -> Option<Result<Verified, AuthError>> {
         let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        let verdict = tokens.get(token)?.at(now);
-        if verdict == Err(AuthError::Expired) {
+        let verified = tokens.get(token)?;
+        let verdict = verified.at(now).map(|_| verified.clone());
+        if verdict.as_ref().err() == Some(&AuthError::Expired) {
             tokens.remove(token);
         }
         Some(verdict)
@@ -240,19 +241,26 @@ impl Auth {
 
     /// The principal a bearer token stands for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_at(token, unix_now()).map(|v| v.principal)
+    }
+
+    /// [`Auth::verify`], and when the token stops being valid: the first
+    /// Unix second at which it is refused (past `exp` and the leeway). A
+    /// connection that outlives its token is closed then.
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         self.verify_at(token, unix_now())
+            .map(|v| (v.principal, v.exp.saturating_add(LEEWAY_S + 1)))
     }
 
     /// [`Auth::verify`], with `now` (Unix seconds) for the checks of a cached
     /// token; a token seen for the first time is checked against the clock.
-    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+    fn verify_at(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
         if let Some(verdict) = self.verified.get(token, now) {
             return verdict;
         }
         let verified = self.decode(token)?;
-        let principal = verified.principal.clone();
-        self.verified.insert(token, verified);
-        Ok(principal)
+        self.verified.insert(token, verified.clone());
+        Ok(verified)
     }
 
     /// Checks the signature and the claims.
@@ -457,9 +465,12 @@ mod tests {
         let exp = a.verified.tokens.lock().unwrap()[t.as_str()].exp;
         assert!(exp >= now + 60);
         // Within the leeway: still valid, from the cache.
-        assert_eq!(a.verify_at(&t, exp + LEEWAY_S).unwrap().sub, "u");
+        assert_eq!(a.verify_at(&t, exp + LEEWAY_S).unwrap().principal.sub, "u");
         // Past it: refused as expired, and forgotten.
-        assert_eq!(a.verify_at(&t, exp + LEEWAY_S + 1), Err(AuthError::Expired));
+        assert_eq!(
+            a.verify_at(&t, exp + LEEWAY_S + 1).err(),
+            Some(AuthError::Expired)
+        );
         assert_eq!(a.verified.len(), 0);
         // Clones share the cache.
         let b = a.clone();
@@ -496,8 +507,8 @@ mod tests {
         assert!(cache.get("t3", 200).unwrap().is_ok());
         assert!(cache.get("t1", 200).is_none());
         assert_eq!(
-            cache.get("t3", 100 - LEEWAY_S - 1),
-            Some(Err(AuthError::NotYetValid))
+            cache.get("t3", 100 - LEEWAY_S - 1).map(|v| v.err()),
+            Some(Some(AuthError::NotYetValid))
         );
     }
 }

@@ -286,6 +286,12 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The last event delivered, or where the live part starts while
+    /// nothing has been: every later event is delivered.
+    pub fn position(&self) -> EventId {
+        self.last
+    }
+
     /// The next delivery; None once the hub has stopped and everything sent
     /// was delivered. A replay read that fails is returned as the error (the
     /// subscription can be asked again, it goes on where it was).

@@ -14,6 +14,7 @@
 //!   timeout-stale.
 
 mod admin;
+mod feed;
 mod tasks;
 mod work;
 

@@ -295,7 +295,7 @@ fn serve_env(env: &BTreeMap<String, String>) -> Result<crate::cli::ServeArgs, St
         return Err("not a serve command".into());
     };
     serve_args.validate().map_err(|e| e.to_string())?;
-    Ok(serve_args)
+    Ok(*serve_args)
 }
 
 fn check_serve_env(origin: &str, env: &BTreeMap<String, String>) -> crate::cli::ServeArgs {

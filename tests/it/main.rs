@@ -21,6 +21,7 @@ mod cli;
 mod deploy_files;
 mod events;
 mod faults;
+mod feed;
 mod http_executor;
 mod metrics;
 mod ops;

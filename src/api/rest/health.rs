@@ -59,6 +59,18 @@ struct HealthReport {
     redis: RedisHealth,
     /// This node's workers (absent when the node runs none).
     worker: Option<serde_json::Value>,
+    /// This node's Socket.IO feed (absent while the node starts).
+    feed: Option<FeedHealth>,
+}
+
+/// A node's Socket.IO feed.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct FeedHealth {
+    /// Connected clients.
+    connections: u64,
+    /// Subscriptions by room kind: `task`, `agent`, `queue`, `tasks`.
+    subscriptions: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(ApiResponse)]
@@ -126,6 +138,7 @@ pub(crate) fn while_starting(path: &str, node_id: &str) -> Option<poem::Response
                     warning: None,
                 },
                 worker: None,
+                feed: None,
             }
             .to_json(),
         ),
@@ -224,6 +237,17 @@ impl HealthApi {
                 .runtime
                 .as_ref()
                 .and_then(|r| serde_json::to_value(r.stats()).ok()),
+            feed: Some({
+                let stats = state.feed.stats();
+                FeedHealth {
+                    connections: stats.connections as u64,
+                    subscriptions: stats
+                        .subscriptions
+                        .into_iter()
+                        .map(|(kind, n)| (kind.to_string(), n as u64))
+                        .collect(),
+                }
+            }),
         };
         if reachable {
             HealthResponse::Ok(Json(report))

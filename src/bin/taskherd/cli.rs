@@ -40,7 +40,7 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Start a node: HTTP server, workers and maintenance.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure throughput, latency, Redis CPU and memory; prints JSON.
     #[cfg(feature = "bench")]
     Bench(taskherd::bench::BenchArgs),
@@ -215,6 +215,16 @@ pub(crate) struct ServeArgs {
     /// Requests per second per token subject, shared by all nodes (0: off).
     #[arg(long, env = "TASKHERD_RATE_LIMIT", default_value_t = taskherd::api::DEFAULT_RATE_LIMIT_PER_S)]
     pub(crate) rate_limit: u32,
+    /// Socket.IO connections one node holds (more are refused).
+    #[arg(long, env = "TASKHERD_WS_MAX_CONNECTIONS", default_value_t = taskherd::api::ws::DEFAULT_MAX_CONNECTIONS)]
+    pub(crate) ws_max_connections: usize,
+    /// Socket.IO subscriptions one connection may hold.
+    #[arg(long, env = "TASKHERD_WS_MAX_SUBSCRIPTIONS", default_value_t = taskherd::api::ws::DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub(crate) ws_max_subscriptions: usize,
+    /// Socket.IO messages buffered per client; a client this far behind is
+    /// cut off.
+    #[arg(long, env = "TASKHERD_WS_CLIENT_BUFFER", default_value_t = taskherd::api::ws::DEFAULT_CLIENT_BUFFER)]
+    pub(crate) ws_client_buffer: usize,
     /// Token settings.
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
@@ -283,6 +293,18 @@ impl ServeArgs {
             (1024..=256 * 1024 * 1024).contains(&self.max_body_bytes),
             "--max-body-bytes must be 1024 to 268435456",
         )?;
+        check(
+            (1..=1_000_000).contains(&self.ws_max_connections),
+            "--ws-max-connections must be 1 to 1000000",
+        )?;
+        check(
+            (1..=10_000).contains(&self.ws_max_subscriptions),
+            "--ws-max-subscriptions must be 1 to 10000",
+        )?;
+        check(
+            (8..=1_000_000).contains(&self.ws_client_buffer),
+            "--ws-client-buffer must be 8 to 1000000",
+        )?;
         for origin in self.frontend_url.iter().filter(|o| !o.trim().is_empty()) {
             check(
                 origin.starts_with("http://") || origin.starts_with("https://"),
@@ -306,6 +328,12 @@ impl ServeArgs {
                 .map(|o| o.trim().trim_end_matches('/').to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            feed: taskherd::api::ws::FeedConfig {
+                max_connections: self.ws_max_connections,
+                max_subscriptions: self.ws_max_subscriptions,
+                client_buffer: self.ws_client_buffer,
+                ..Default::default()
+            },
         }
     }
 
@@ -358,7 +386,7 @@ mod tests {
         let mut all = vec!["taskherd", "serve"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
-            Command::Serve(s) => s,
+            Command::Serve(s) => *s,
             _ => unreachable!(),
         }
     }

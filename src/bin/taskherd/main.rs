@@ -34,7 +34,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         #[cfg(feature = "bench")]
         Command::Bench(args) => taskherd::bench::run(args).await,
         Command::Token(args) => token(args),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod sio;
 
 pub use raw::{raw_redis, raw_subscriber};
 
