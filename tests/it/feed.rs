@@ -525,8 +525,6 @@ async fn a_slow_client_is_cut_off_while_the_others_keep_receiving() {
             &redis,
             taskherd::api::ws::FeedConfig {
                 client_buffer: 256,
-                ping_interval: Duration::from_millis(500),
-                ping_timeout: Duration::from_millis(500),
                 ..Default::default()
             },
         ),
@@ -566,9 +564,11 @@ async fn a_slow_client_is_cut_off_while_the_others_keep_receiving() {
         500,
         "the fast client got every event"
     );
+    // Cut off, not waited for: the node lets it go at once (the heartbeat,
+    // 25 s, has not run out).
     let health = wait_until(
         "the slow client is cut off",
-        Duration::from_secs(20),
+        Duration::from_secs(15),
         || async {
             let feed = feed_health(&node).await;
             (feed["connections"] == 1).then_some(feed)
@@ -576,18 +576,26 @@ async fn a_slow_client_is_cut_off_while_the_others_keep_receiving() {
     )
     .await;
     assert_eq!(health["subscriptions"]["tasks"], 1);
-    let text = Api::new(&node, admin_token())
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Reading again, it gets what was buffered, then why it was closed.
+    let from = sio.seen.len();
+    sio.send(json!({"op": "resume", "c": "slow"})).await;
+    let closing = sio
+        .event_from(from, "slow", "server:closing", |_| true)
+        .await;
+    assert_eq!(closing["code"], "SLOW_CONSUMER");
+    let gone = sio
+        .wait_from(
+            from,
+            "the slow client's disconnect",
+            Duration::from_secs(20),
+            |r| r["c"] == "slow" && r["type"] == "disconnect",
+        )
+        .await;
+    assert_eq!(gone["reason"], "io server disconnect");
+    let got = sio.events("slow", "task:status").len();
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("taskherd_websocket_slow_clients_total") && !l.ends_with(" 0")),
-        "{text}"
+        got < 500,
+        "the slow client was sent everything ({got}): it was not cut off"
     );
     sio.quit().await;
     node.stop().await;
@@ -624,7 +632,19 @@ async fn a_connection_is_closed_when_its_token_expires() {
 #[tokio::test]
 async fn queue_updates_come_on_subscribe_and_soon_after_changes() {
     let redis = TestRedis::start();
-    let node = api_node(&redis).await;
+    // The periodic update is a minute away: only a change brings one
+    // within the wait below.
+    let node = TestNode::start(
+        feed_node_config(
+            &redis,
+            taskherd::api::ws::FeedConfig {
+                queue_every: Duration::from_secs(60),
+                ..Default::default()
+            },
+        ),
+        Registry::new(),
+    )
+    .await;
     let mut sio = Sio::start().await;
     sio.connected("c", node.addr, auth(&user_token("alice")))
         .await;
@@ -718,6 +738,22 @@ async fn subscriptions_and_connections_are_limited() {
     let message = sio.refused("c", node.addr, auth(&admin_token())).await;
     assert!(message.starts_with("TOO_MANY_CONNECTIONS"), "{message}");
     assert_eq!(feed_health(&node).await["connections"], 2);
+    // A message over 64 KiB closes its connection, which frees a place.
+    let from = sio.seen.len();
+    sio.emit("a", "subscribe:task", json!(["x".repeat(70_000)]))
+        .await;
+    sio.wait_from(
+        from,
+        "the oversized message's connection closes",
+        Duration::from_secs(20),
+        |r| r["c"] == "a" && r["type"] == "disconnect",
+    )
+    .await;
+    wait_until("the node lets it go", Duration::from_secs(10), || async {
+        (feed_health(&node).await["connections"] == 1).then_some(())
+    })
+    .await;
+    sio.connected("c", node.addr, auth(&admin_token())).await;
     sio.quit().await;
     node.stop().await;
 }
@@ -789,4 +825,79 @@ async fn a_draining_node_closes_sockets_with_a_reason_clients_reconnect_on() {
         );
     }
     sio.quit().await;
+}
+
+#[tokio::test]
+async fn a_replay_while_events_keep_coming_delivers_each_once_in_order() {
+    let redis = TestRedis::start();
+    let a = api_node(&redis).await;
+    let b = api_node(&redis).await;
+    let admin = Api::new(&a, admin_token());
+    let mut sio = Sio::start().await;
+    sio.connected("first", b.addr, auth(&admin_token())).await;
+    assert_eq!(
+        sio.call("first", "subscribe:tasks", json!([])).await["ok"],
+        true
+    );
+    let one = admin.create(task_body("writer")).await;
+    let seen = sio
+        .event_from(0, "first", "task:status", |d| d["taskId"] == one["id"])
+        .await;
+    let after: taskherd::events::EventId = seen["eventId"].as_str().unwrap().parse().unwrap();
+    sio.close("first").await;
+
+    // Creates keep coming before, during and after the reconnect.
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let creator = {
+        let (made, api) = (made.clone(), Api::new(&a, admin_token()));
+        tokio::spawn(async move {
+            for _ in 0..150 {
+                api.create(task_body("writer")).await;
+                made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until(
+        "some creates while away",
+        Duration::from_secs(20),
+        || async { (made.load(std::sync::atomic::Ordering::SeqCst) >= 30).then_some(()) },
+    )
+    .await;
+    let from = sio.seen.len();
+    sio.connected(
+        "again",
+        b.addr,
+        json!({"auth": {"token": admin_token(), "lastEventId": after.to_string(),
+                        "subscriptions": ["tasks"]}}),
+    )
+    .await;
+    creator.await.unwrap();
+
+    // What the stream holds after `after`: exactly what the client must get.
+    let mut want = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = a.store.replay_events(cursor, 500).await.unwrap();
+        assert!(!page.trimmed);
+        want.extend(page.events.iter().map(|e| e.id.to_string()));
+        match page.events.last() {
+            Some(e) if page.more => cursor = e.id,
+            _ => break,
+        }
+    }
+    assert_eq!(want.len(), 150);
+    let last = want.last().unwrap().clone();
+    sio.event_from(from, "again", "task:status", |d| {
+        d["eventId"] == last.as_str()
+    })
+    .await;
+    let got: Vec<String> = sio
+        .events("again", "task:status")
+        .iter()
+        .map(|d| d["eventId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want, "each event once, in the stream's order");
+    sio.quit().await;
+    b.stop().await;
+    a.stop().await;
 }

@@ -7,6 +7,7 @@
 //   {"op":"emit","c":"a","event":"subscribe:task","args":["task_..."],"ack":7}
 //       with "ack": the acknowledgement is reported as {"type":"ack","ack":7}
 //   {"op":"stall","c":"a"}   stop reading the WebSocket (a slow consumer)
+//   {"op":"resume","c":"a"}  read it again
 //   {"op":"close","c":"a"}
 //   {"op":"quit"}
 // Reports: {"c","type":"connect"|"connect_error"|"disconnect"|"event"|"ack",
@@ -52,6 +53,13 @@ function stall({ c }) {
   report({ c, type: "stalled" });
 }
 
+function resume({ c }) {
+  const raw = sockets.get(c)?.io?.engine?.transport?.ws?._socket;
+  if (!raw) return report({ c, type: "driver_error", message: "not a websocket" });
+  raw.resume();
+  report({ c, type: "resumed" });
+}
+
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {
   let cmd;
@@ -64,6 +72,7 @@ lines.on("line", (line) => {
     case "connect": return connect(cmd);
     case "emit": return emit(cmd);
     case "stall": return stall(cmd);
+    case "resume": return resume(cmd);
     case "close":
       sockets.get(cmd.c)?.close();
       sockets.delete(cmd.c);

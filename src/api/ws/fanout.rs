@@ -24,6 +24,12 @@ use crate::task::Task;
 const BATCH: usize = 64;
 /// Events one replay read takes.
 const REPLAY_PAGE: usize = 500;
+/// Events a replay reads at most (matched or not); a client further behind
+/// gets `resync` and re-reads state: cheaper for Redis than the stream.
+const MAX_REPLAY: usize = 20_000;
+/// The smallest client buffer: one batch's messages (up to three per
+/// event) must fit.
+pub(super) const MIN_CLIENT_BUFFER: usize = 3 * BATCH;
 
 fn task_ref(e: &Event) -> TaskRef<'_> {
     TaskRef {
@@ -63,6 +69,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
         *shared.gate.lock().await = Some(sub.position());
         loop {
             let changed = shared.changed.notified();
+            if shared.registry().sessions.is_empty() {
+                let mut gate = shared.gate.lock().await;
+                if shared.registry().sessions.is_empty() {
+                    *gate = None;
+                    break;
+                }
+            }
             let first = tokio::select! {
                 d = sub.next() => d,
                 _ = changed => {
@@ -124,7 +137,8 @@ fn resync_all(shared: &Shared) {
     }
 }
 
-/// Who gets `e`, with which messages.
+/// Who gets `e`, with which messages (the live counterpart of
+/// [`session::flags_for`], from the rooms' side).
 fn targets(registry: &Registry, e: &Event) -> Vec<(Arc<Session>, u8)> {
     let mut out: HashMap<Sid, (Arc<Session>, u8)> = HashMap::new();
     let mut add = |s: &Arc<Session>, flag: u8| {
@@ -239,6 +253,7 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
     let mut cursor = after;
     let mut stop = shared.stop.subscribe();
     let mut wait = Duration::from_millis(50);
+    let mut read = 0;
     // At least one read: an id ahead of everything the stream held (another
     // Redis, or a stream emptied meanwhile) is told apart from a recent one
     // only by the stream.
@@ -258,15 +273,15 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
                 continue;
             }
         };
-        if page.trimmed {
+        let too_far = read >= MAX_REPLAY;
+        if page.trimmed || too_far {
             crate::metrics::feed_dropped("trimmed");
-            if session
-                .emit(
-                    names::RESYNC,
-                    &wire::resync("lastEventId is older than the stream keeps: re-read state"),
-                )
-                .is_err()
-            {
+            let reason = if too_far {
+                "lastEventId is too far behind to replay: re-read state"
+            } else {
+                "lastEventId is older than the stream keeps: re-read state"
+            };
+            if session.emit(names::RESYNC, &wire::resync(reason)).is_err() {
                 shared.cut_off(session);
                 return;
             }
@@ -281,19 +296,11 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
             .map(Arc::new)
             .collect();
         let reached = events.last().map(|e| e.id);
+        read += events.len();
         let matched: Vec<(Arc<Event>, u8)> = events
             .into_iter()
             .filter_map(|e| {
-                let t = task_ref(&e);
-                let mut flags = 0;
-                if rooms.contains(&RoomKey::Task(e.task_id.clone()))
-                    || (rooms.contains(&RoomKey::Tasks) && session.sees(t))
-                {
-                    flags |= STATUS;
-                }
-                if rooms.contains(&RoomKey::Agent(e.agent_id.clone())) && session.sees(t) {
-                    flags |= AGENT;
-                }
+                let flags = session::flags_for(&rooms, session, &e);
                 (flags != 0).then_some((e, flags))
             })
             .collect();

@@ -44,6 +44,9 @@ use crate::events::{EventId, Hub};
 use crate::queue::Queue;
 use session::Session;
 
+/// Largest long-polling payload, in and out.
+const POLLING_PAYLOAD: u64 = 4 * 1024 * 1024;
+
 /// How long a draining node gives its clients to fetch the closing notice.
 const CLOSING_FLUSH: Duration = Duration::from_millis(300);
 
@@ -59,7 +62,8 @@ pub struct FeedConfig {
     pub max_subscriptions: usize,
     /// Messages buffered per client; a client this far behind is cut off.
     pub client_buffer: usize,
-    /// Largest message a client may send (bytes).
+    /// Largest message a client may send over WebSocket (bytes; over
+    /// long-polling, a poll's body is limited by the HTTP body limit).
     pub max_message_bytes: usize,
     /// How often `queue:update` is sent while anyone follows the queue.
     pub queue_every: Duration,
@@ -75,6 +79,8 @@ pub struct FeedConfig {
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default rooms per connection.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
+/// The smallest client buffer: one fan-out batch's messages must fit.
+pub const MIN_CLIENT_BUFFER: usize = fanout::MIN_CLIENT_BUFFER;
 /// Default messages buffered per client.
 pub const DEFAULT_CLIENT_BUFFER: usize = 1024;
 
@@ -196,9 +202,11 @@ struct Shared {
     config: FeedConfig,
     origins: Arc<[String]>,
     registry: Mutex<Registry>,
-    /// Held by the fan-out while it dispatches a batch, and by a replaying
-    /// client while it joins: the last event the fan-out has dispatched
-    /// (None while it does not follow the hub).
+    /// The last event the fan-out has dispatched (None while it does not
+    /// follow the hub), held by the fan-out while it dispatches a batch. A
+    /// replaying client (its session holds live events back from its
+    /// admission on) reads it once its rooms are joined: the replay covers
+    /// the stream up to it, the held-back events what follows.
     gate: tokio::sync::Mutex<Option<EventId>>,
     /// A client came or went, or joined or left a room.
     changed: Notify,
@@ -233,8 +241,10 @@ impl Feed {
     ) -> (Feed, impl poem::Endpoint<Output = poem::Response> + use<>) {
         let (svc, io) = SocketIo::builder()
             .req_path(PATH)
-            .max_buffer_size(config.client_buffer.max(8))
-            .max_payload(config.max_message_bytes as u64)
+            .max_buffer_size(config.client_buffer.max(MIN_CLIENT_BUFFER))
+            // Also the most one long-polling response carries (a larger
+            // message goes alone): a task record can be 2 MiB.
+            .max_payload(POLLING_PAYLOAD)
             .ws_max_message_size(config.max_message_bytes)
             .ws_max_frame_size(config.max_message_bytes)
             .ping_interval(config.ping_interval)
@@ -264,6 +274,7 @@ impl Feed {
         session::install(&io, &shared);
         tokio::spawn(fanout::run(shared.clone()));
         tokio::spawn(fanout::queue_ticker(shared.clone()));
+        tokio::spawn(sweep(shared.clone()));
         (Feed { shared }, upgrade::Transport::new(svc, origins))
     }
 
@@ -298,9 +309,8 @@ impl Feed {
             tokio::time::sleep(CLOSING_FLUSH).await;
         }
         let _ = self.shared.stop.send(true);
+        // Also drops the namespace, whose handlers hold the feed.
         self.shared.io.close().await;
-        // The namespace's handlers hold the feed: let it go.
-        self.shared.io.delete_ns("/");
         let mut registry = self.shared.registry();
         registry.sessions.clear();
         registry.rooms.clear();
@@ -320,4 +330,28 @@ fn origin_allowed(origins: &[String], origin: &str, host: Option<&str>) -> bool 
                 .or_else(|| origin.strip_prefix("https://"))
                 == Some(host)
         })
+}
+
+/// Drops, every few seconds, the sessions whose connect never completed
+/// (the client left during the handshake, so no disconnect handler runs).
+async fn sweep(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+        let stale: Vec<Arc<Session>> = shared
+            .registry()
+            .sessions
+            .values()
+            .filter(|s| s.is_stale())
+            .cloned()
+            .collect();
+        for s in stale {
+            tracing::debug!("socket.io: dropping a session whose connect never completed");
+            s.end();
+            shared.forget(&s);
+        }
+    }
 }

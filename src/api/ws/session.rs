@@ -28,6 +28,10 @@ const MAX_PENDING: usize = 4096;
 const CLOSE_RETRY: Duration = Duration::from_millis(100);
 const CLOSE_TRIES: u32 = 50;
 
+/// How long an admitted handshake may take to connect before its session
+/// is swept.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
 /// What a client's events are, per event (bit flags).
 pub(super) const STATUS: u8 = 1;
 pub(super) const AGENT: u8 = 2;
@@ -49,6 +53,9 @@ pub(super) struct Session {
     pub(super) principal: Principal,
     state: Mutex<State>,
     ended: CancellationToken,
+    /// When its handshake was admitted (the sweep of sessions whose connect
+    /// never completed goes by it).
+    admitted: std::time::Instant,
 }
 
 struct State {
@@ -60,11 +67,13 @@ struct State {
     pending: Option<VecDeque<Held>>,
     /// Cut off (too slow, or closing): nothing more is sent.
     cut: bool,
+    /// Why the connection is closing, once it is: later messages are refused.
+    closing: Option<&'static str>,
 }
 
 /// A live event held back for a replaying client.
 enum Held {
-    Event(Arc<Payloads>, u8),
+    Event(Arc<Payloads>),
     Resync,
 }
 
@@ -94,6 +103,22 @@ impl Session {
         self.ended.is_cancelled()
     }
 
+    /// Marks its connection ended (its expiry watch and retries stop).
+    pub(super) fn end(&self) {
+        self.ended.cancel();
+    }
+
+    /// Why its connection is closing, if it is.
+    fn closing(&self) -> Option<&'static str> {
+        self.state().closing
+    }
+
+    /// A session whose connect never completed (the client went away
+    /// during the handshake): no disconnect handler will ever run for it.
+    pub(super) fn is_stale(&self) -> bool {
+        !self.socket.connected() && self.admitted.elapsed() > STALE_AFTER
+    }
+
     /// Sends one event's messages (`flags`: [`STATUS`], [`AGENT`]), or
     /// holds them while the client replays.
     pub(super) fn deliver(&self, p: &Arc<Payloads>, flags: u8) -> Result<(), Refused> {
@@ -106,7 +131,7 @@ impl Session {
                 st.cut = true;
                 return Err(Refused::Full);
             }
-            pending.push_back(Held::Event(p.clone(), flags));
+            pending.push_back(Held::Event(p.clone()));
             return Ok(());
         }
         self.send_event(&mut st, p, flags)
@@ -171,7 +196,11 @@ impl Session {
     /// is full is given a few seconds to make room, then left to the
     /// heartbeat (which closes a connection it cannot ping).
     pub(super) fn close_with(self: &Arc<Self>, code: &'static str, message: &'static str) {
-        self.state().cut = true;
+        {
+            let mut st = self.state();
+            st.cut = true;
+            st.closing = Some(code);
+        }
         let session = self.clone();
         tokio::spawn(async move {
             for _ in 0..CLOSE_TRIES {
@@ -193,7 +222,11 @@ impl Session {
     /// Says why the connection closes, without closing it (the caller
     /// closes the transport).
     pub(super) fn tell_closing(&self, code: &'static str, message: &'static str) {
-        self.state().cut = true;
+        {
+            let mut st = self.state();
+            st.cut = true;
+            st.closing = Some(code);
+        }
         let _ = self.emit(names::CLOSING, &wire::closing(code, message));
     }
 }
@@ -343,7 +376,9 @@ fn admit(
             cursor: EventId::ZERO,
             pending: last_event_id.is_some().then(VecDeque::new),
             cut: false,
+            closing: None,
         }),
+        admitted: std::time::Instant::now(),
         ended: CancellationToken::new(),
     });
     install_handlers(shared, s, &session);
@@ -413,7 +448,7 @@ async fn on_connect(shared: &Arc<Shared>, s: SocketRef) {
         return;
     };
     let session = hs.session;
-    watch_expiry(&session, hs.expires_at);
+    watch_expiry(shared, &session, hs.expires_at);
     for room in &hs.subscriptions {
         let answer = match parse_room(room) {
             Ok((kind, arg)) => subscribe(shared, &session, kind, Some(arg))
@@ -431,15 +466,19 @@ async fn on_connect(shared: &Arc<Shared>, s: SocketRef) {
 }
 
 /// Closes the connection when its token expires.
-fn watch_expiry(session: &Arc<Session>, expires_at: u64) {
-    let at = std::time::UNIX_EPOCH + Duration::from_secs(expires_at);
+fn watch_expiry(shared: &Arc<Shared>, session: &Arc<Session>, expires_at: u64) {
+    // An `exp` beyond what the clock can hold never comes.
+    let Some(at) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(expires_at)) else {
+        return;
+    };
     let left = at
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    let session = session.clone();
+    let (shared, session) = (shared.clone(), session.clone());
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(left) => {
+                shared.forget(&session);
                 session.close_with("TOKEN_EXPIRED", "the token expired: reconnect with a new one");
             }
             _ = session.ended.cancelled() => {}
@@ -534,6 +573,7 @@ async fn subscribe(
     kind: Kind,
     arg: Option<Value>,
 ) -> Result<Value, ApiError> {
+    refuse_if_closing(session)?;
     let (room, extra) = room_of(shared, session, kind, &arg).await?;
     {
         let mut registry = shared.registry();
@@ -566,6 +606,23 @@ async fn subscribe(
         o.extend(extra);
     }
     Ok(answer)
+}
+
+/// A closing connection takes no more messages.
+fn refuse_if_closing(session: &Session) -> Result<(), ApiError> {
+    match session.closing() {
+        None => Ok(()),
+        Some("TOKEN_EXPIRED") => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "token expired",
+        )),
+        Some(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CONNECTION_CLOSING",
+            "this connection is closing: reconnect",
+        )),
+    }
 }
 
 fn unsubscribe(
@@ -629,8 +686,11 @@ fn answer_message(
 impl Shared {
     /// Drops a client from every room.
     pub(super) fn forget(&self, session: &Session) {
-        let rooms: Vec<RoomKey> = session.state().rooms.drain().collect();
+        // Under the registry's lock throughout: a subscribe (which joins
+        // under it, if the session is still registered) comes before or
+        // after, never between.
         let mut registry = self.registry();
+        let rooms: Vec<RoomKey> = session.state().rooms.drain().collect();
         for room in &rooms {
             registry.leave(session.socket.id, room);
         }
@@ -680,7 +740,13 @@ pub(super) fn finish_replay(session: &Session, cursor: EventId) -> Result<(), Re
             break;
         }
         match held {
-            Held::Event(p, flags) => session.send_event(&mut st, &p, flags)?,
+            // Rooms left during the replay are not sent to any more.
+            Held::Event(p) => {
+                let flags = flags_for(&st.rooms, session, &p.event);
+                if flags != 0 {
+                    session.send_event(&mut st, &p, flags)?;
+                }
+            }
             Held::Resync => {
                 if session
                     .emit(names::RESYNC, &wire::resync("events were lost"))
@@ -693,6 +759,30 @@ pub(super) fn finish_replay(session: &Session, cursor: EventId) -> Result<(), Re
         }
     }
     Ok(())
+}
+
+/// What `event` gives a client following `rooms` ([`STATUS`], [`AGENT`];
+/// 0: nothing). A task room was allowed when joined: its task's owner and
+/// agent do not change.
+pub(super) fn flags_for(
+    rooms: &HashSet<RoomKey>,
+    session: &Session,
+    event: &crate::events::Event,
+) -> u8 {
+    let task = TaskRef {
+        owner_id: event.owner_id.as_deref(),
+        agent_id: &event.agent_id,
+    };
+    let mut flags = 0;
+    if rooms.contains(&RoomKey::Task(event.task_id.clone()))
+        || (rooms.contains(&RoomKey::Tasks) && session.sees(task))
+    {
+        flags |= STATUS;
+    }
+    if rooms.contains(&RoomKey::Agent(event.agent_id.clone())) && session.sees(task) {
+        flags |= AGENT;
+    }
+    flags
 }
 
 /// Sends replayed events (the replay reads them; `cursor` advances).

@@ -302,8 +302,11 @@ impl ServeArgs {
             "--ws-max-subscriptions must be 1 to 10000",
         )?;
         check(
-            (8..=1_000_000).contains(&self.ws_client_buffer),
-            "--ws-client-buffer must be 8 to 1000000",
+            (taskherd::api::ws::MIN_CLIENT_BUFFER..=1_000_000).contains(&self.ws_client_buffer),
+            &format!(
+                "--ws-client-buffer must be {} to 1000000",
+                taskherd::api::ws::MIN_CLIENT_BUFFER
+            ),
         )?;
         for origin in self.frontend_url.iter().filter(|o| !o.trim().is_empty()) {
             check(
