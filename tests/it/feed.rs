@@ -901,3 +901,72 @@ async fn a_replay_while_events_keep_coming_delivers_each_once_in_order() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn leaving_agent_and_all_task_rooms_stops_them_and_an_unreadable_queue_is_told() {
+    let mut redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let admin = Api::new(&node, admin_token());
+    let mut sio = Sio::start().await;
+    sio.connected("c", node.addr, auth(&admin_token())).await;
+    for (message, arg) in [
+        ("subscribe:agent", json!(["writer"])),
+        ("subscribe:tasks", json!([])),
+    ] {
+        assert_eq!(sio.call("c", message, arg).await["ok"], true);
+    }
+    let first = admin.create(task_body("writer")).await;
+    sio.event_from(0, "c", "agent:task:update", |d| d["taskId"] == first["id"])
+        .await;
+    sio.event_from(0, "c", "task:status", |d| d["taskId"] == first["id"])
+        .await;
+    let left = sio
+        .call("c", "unsubscribe:agent", json!([{"agentId": "writer"}]))
+        .await;
+    assert_eq!(left["was"], true, "{left}");
+    // Still following every task: the next event shows the agent room is gone.
+    let from = sio.seen.len();
+    let second = admin.create(task_body("writer")).await;
+    sio.event_from(from, "c", "task:status", |d| d["taskId"] == second["id"])
+        .await;
+    assert!(
+        sio.seen[from..]
+            .iter()
+            .all(|r| r["event"] != "agent:task:update")
+    );
+    assert_eq!(
+        sio.call("c", "unsubscribe:tasks", json!([])).await["was"],
+        true
+    );
+    assert_eq!(feed_health(&node).await["subscriptions"]["tasks"], 0);
+
+    // Redis away: a queue subscriber is told, with the REST error code.
+    redis.redis.stop();
+    wait_until(
+        "the node sees Redis gone",
+        Duration::from_secs(20),
+        || async {
+            let health: Value = http_client()
+                .get(node.url("/api/ai/tasks/health"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (health["redis"]["reachable"] == false).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        sio.call("c", "subscribe:queue", json!([])).await["ok"],
+        true
+    );
+    let error = sio.event_from(0, "c", "queue:error", |_| true).await;
+    assert_eq!(error["code"], "REDIS_UNAVAILABLE");
+    assert_eq!(error["event"], "queue:update");
+    sio.quit().await;
+    // Back, so that the node stops without waiting out Redis timeouts.
+    redis.restart();
+    node.stop().await;
+}

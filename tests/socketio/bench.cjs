@@ -26,7 +26,16 @@ const TRANSPORT = env("TRANSPORT", "websocket");
 const BATCH = Number(env("BATCH", "10"));
 const MAX_REQUESTS_IN_FLIGHT = 256;
 
-const now = () => performance.timeOrigin + performance.now();
+// The wall clock with sub-millisecond steps: performance.now() anchored to
+// Date.now() at the instant Date.now() ticks (performance.timeOrigin can be
+// milliseconds off the wall clock, which Redis' times are on).
+const offset = (() => {
+  const start = Date.now();
+  let t;
+  while ((t = Date.now()) === start);
+  return t - performance.now();
+})();
+const now = () => performance.now() + offset;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function quantile(sorted, q) {
