@@ -970,3 +970,29 @@ async fn leaving_agent_and_all_task_rooms_stops_them_and_an_unreadable_queue_is_
     redis.restart();
     node.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_closes_the_binarys_sockets_with_the_draining_reason() {
+    let redis = TestRedis::start();
+    let mut child = ChildNode::spawn(&redis.url(), &["--no-demo-agents"]);
+    wait_ready(child.port, Duration::from_secs(30)).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", child.port).parse().unwrap();
+    let mut sio = Sio::start().await;
+    sio.connected("c", addr, over("websocket", &admin_token()))
+        .await;
+    assert_eq!(
+        sio.call("c", "subscribe:tasks", json!([])).await["ok"],
+        true
+    );
+    let exited = tokio::task::spawn_blocking(move || child.terminate());
+    let closing = sio.event_from(0, "c", "server:closing", |_| true).await;
+    assert_eq!(closing["code"], "NODE_DRAINING");
+    let gone = sio
+        .wait("the disconnect", Duration::from_secs(20), |r| {
+            r["c"] == "c" && r["type"] == "disconnect"
+        })
+        .await;
+    assert_eq!(gone["reason"], "transport close");
+    assert!(exited.await.unwrap().success());
+    sio.quit().await;
+}
