@@ -67,6 +67,8 @@ pub struct Node {
     pub events: Hub,
     /// The node's workers.
     pub runtime: Option<Runtime>,
+    /// The node's Socket.IO feed.
+    pub feed: api::ws::Feed,
     /// Where it listens.
     pub local_addr: std::net::SocketAddr,
 }
@@ -225,6 +227,7 @@ pub async fn run(
         queue: queue.clone(),
         events: hub.clone(),
         runtime,
+        feed: feed.clone(),
         local_addr,
     });
 

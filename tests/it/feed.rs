@@ -996,3 +996,48 @@ async fn sigterm_closes_the_binarys_sockets_with_the_draining_reason() {
     assert!(exited.await.unwrap().success());
     sio.quit().await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_leaves_nothing_behind() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let task = Api::new(&node, user_token("alice"))
+        .create(task_body("writer"))
+        .await;
+    let mut sio = Sio::start().await;
+    let short = taskherd::auth::Auth::new(test_auth_config())
+        .unwrap()
+        .mint("alice", Role::User, None, Duration::from_secs(1))
+        .unwrap();
+    for (c, transport) in [("ws", "websocket"), ("poll", "polling")] {
+        sio.connected(c, node.addr, over(transport, &user_token("alice")))
+            .await;
+        assert_eq!(
+            sio.call(c, "subscribe:task", json!([id_of(&task)])).await["ok"],
+            true
+        );
+        assert_eq!(sio.call(c, "subscribe:queue", json!([])).await["ok"], true);
+    }
+    sio.connected(
+        "replaying",
+        node.addr,
+        json!({"auth": {"token": user_token("alice"), "lastEventId": "0-0-0", "subscriptions": ["tasks"]}}),
+    )
+    .await;
+    sio.connected("expiring", node.addr, auth(&short)).await;
+    assert_eq!(node.feed.live_sessions(), 4);
+    for c in ["ws", "poll", "replaying"] {
+        sio.close(c).await;
+    }
+    // The expiring one is closed by the node, the others by their clients.
+    wait_until("every session let go", Duration::from_secs(30), || async {
+        (node.feed.live_sessions() == 0).then_some(())
+    })
+    .await;
+    let feed = feed_health(&node).await;
+    assert_eq!(feed["connections"], 0);
+    assert_eq!(feed["subscriptions"]["task"], 0);
+    assert_eq!(feed["subscriptions"]["queue"], 0);
+    sio.quit().await;
+    node.stop().await;
+}

@@ -77,49 +77,16 @@ async function main() {
     );
   }
 
-  const total = RATE * SECONDS;
-  let issued = 0;
-  let inFlight = 0;
-  let failed = 0;
-  const started = now();
-  // Tasks go out in batches of BATCH (one request, one script call): the
-  // load generator shares the machine's two cores with the nodes and
-  // Redis, and a request per task would cost more than the feed itself.
-  const create = async (k) => {
-    inFlight++;
-    const at = now();
-    try {
-      const tasks = [];
-      for (let j = 0; j < BATCH; j++) {
-        tasks.push({ agentId: `bench-${(k + j) % AGENTS}`, taskType: "bench", inputData: { k: k + j } });
-      }
-      const r = await fetch(`${NODE_A}/api/ai/tasks/batch`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-        body: JSON.stringify({ tasks }),
-      });
-      const body = await r.json();
-      if (r.status !== 201) failed += BATCH;
-      else for (const t of body.tasks) sent.set(t.id, [at, now()]);
-    } catch {
-      failed += BATCH;
-    } finally {
-      inFlight--;
-    }
-  };
-  // Paced: task k goes out at started + k / RATE seconds.
-  while (issued < total) {
-    const due = Math.floor(((now() - started) / 1000) * RATE) + BATCH;
-    while (issued + BATCH <= Math.min(due, total) && inFlight < MAX_REQUESTS_IN_FLIGHT) {
-      create(issued);
-      issued += BATCH;
-    }
-    await sleep(1);
-  }
-  const loadSeconds = (now() - started) / 1000;
+  // The load runs in a process of its own, so that the clients' event loop
+  // does nothing but receive.
+  const { fork } = require("node:child_process");
+  const load = fork(__filename, ["--load"], { env: process.env });
+  const done = await new Promise((resolve) => load.once("message", resolve));
+  const { failed, seconds: loadSeconds } = done;
+  for (const [id, at, answered] of done.sent) sent.set(id, [at, answered]);
   const expected = () => sent.size * (CLIENTS / AGENTS);
   const deadline = now() + 10_000;
-  while ((inFlight > 0 || received.length < expected()) && now() < deadline) await sleep(20);
+  while (received.length < expected() && now() < deadline) await sleep(20);
 
   const fromSent = [];
   const fromAnswer = [];
@@ -163,7 +130,57 @@ async function main() {
   process.exit(0);
 }
 
-main().catch((e) => {
+// The load generator (run as `bench.cjs --load`, forked by the clients'
+// process): paced batch creates, then the ids it made, with when each
+// request went out and when its answer came, sent to the parent.
+async function generate() {
+  const sent = new Map();
+  const total = RATE * SECONDS;
+  let issued = 0;
+  let inFlight = 0;
+  let failed = 0;
+  const started = now();
+  // Tasks go out in batches of BATCH (one request, one script call): the
+  // load shares the machine's two cores with the nodes, Redis and the
+  // clients, and a request per task would cost more than the feed itself.
+  const create = async (k) => {
+    inFlight++;
+    const at = now();
+    try {
+      const tasks = [];
+      for (let j = 0; j < BATCH; j++) {
+        tasks.push({ agentId: `bench-${(k + j) % AGENTS}`, taskType: "bench", inputData: { k: k + j } });
+      }
+      const r = await fetch(`${NODE_A}/api/ai/tasks/batch`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ tasks }),
+      });
+      const body = await r.json();
+      if (r.status !== 201) failed += BATCH;
+      else for (const t of body.tasks) sent.set(t.id, [at, now()]);
+    } catch {
+      failed += BATCH;
+    } finally {
+      inFlight--;
+    }
+  };
+  // Paced: task k goes out at started + k / RATE seconds.
+  while (issued < total) {
+    const due = Math.floor(((now() - started) / 1000) * RATE) + BATCH;
+    while (issued + BATCH <= Math.min(due, total) && inFlight < MAX_REQUESTS_IN_FLIGHT) {
+      create(issued);
+      issued += BATCH;
+    }
+    await sleep(1);
+  }
+  while (inFlight > 0) await sleep(5);
+  const seconds = (now() - started) / 1000;
+  const list = [...sent].map(([id, [at, answered]]) => [id, at, answered]);
+  process.send({ sent: list, failed, seconds }, () => process.exit(0));
+}
+
+(process.argv.includes("--load") ? generate() : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });

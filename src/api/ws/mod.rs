@@ -216,6 +216,8 @@ struct Shared {
     last_queue: Mutex<Option<(tokio::time::Instant, serde_json::Value)>>,
     closing: AtomicBool,
     stop: watch::Sender<bool>,
+    /// Sessions in memory (connected, or still being let go).
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
@@ -270,6 +272,7 @@ impl Feed {
             last_queue: Mutex::new(None),
             closing: AtomicBool::new(false),
             stop,
+            live: Arc::default(),
         });
         session::install(&io, &shared);
         tokio::spawn(fanout::run(shared.clone()));
@@ -289,6 +292,13 @@ impl Feed {
                 .zip(registry.by_kind.iter().copied())
                 .collect(),
         }
+    }
+
+    /// Client sessions still in memory: connected ones, and ones being let
+    /// go (a closing notice in flight). Back to 0 once every client has
+    /// left, or something holds on to them.
+    pub fn live_sessions(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
     }
 
     /// Closes every connection (the node is shutting down): each client is

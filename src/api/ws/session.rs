@@ -38,9 +38,13 @@ pub(super) const AGENT: u8 = 2;
 
 /// What the handshake established, kept in the socket's extensions from
 /// the check to the connect handler.
+///
+/// Nothing the socket holds (its extensions, its handlers) holds the
+/// session strongly: the session holds the socket, and a cycle would keep
+/// both after the connection ends. The registry holds the session.
 #[derive(Clone)]
 struct Handshake {
-    session: Arc<Session>,
+    session: std::sync::Weak<Session>,
     /// Unix seconds at which the token stops being valid.
     expires_at: u64,
     last_event_id: Option<EventId>,
@@ -56,6 +60,14 @@ pub(super) struct Session {
     /// When its handshake was admitted (the sweep of sessions whose connect
     /// never completed goes by it).
     admitted: std::time::Instant,
+    /// The feed's count of sessions in memory.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 struct State {
@@ -379,6 +391,12 @@ fn admit(
             closing: None,
         }),
         admitted: std::time::Instant::now(),
+        live: {
+            shared
+                .live
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.live.clone()
+        },
         ended: CancellationToken::new(),
     });
     install_handlers(shared, s, &session);
@@ -389,7 +407,7 @@ fn admit(
     }
     shared.changed.notify_waiters();
     s.extensions.insert(Handshake {
-        session,
+        session: Arc::downgrade(&session),
         expires_at,
         last_event_id,
         subscriptions,
@@ -406,11 +424,14 @@ fn install_handlers(shared: &Arc<Shared>, s: &SocketRef, session: &Arc<Session>)
         (messages::SUBSCRIBE_QUEUE, Kind::Queue),
         (messages::SUBSCRIBE_TASKS, Kind::Tasks),
     ] {
-        let (shared, session) = (shared.clone(), session.clone());
+        let (shared, session) = (shared.clone(), Arc::downgrade(session));
         s.on(
             message,
             move |TryData(arg): TryData<Value>, ack: AckSender| async move {
                 crate::metrics::feed_received();
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
                 let arg = arg.ok();
                 let answer = subscribe(&shared, &session, kind, arg.clone()).await;
                 answer_message(&session, kind, message, &arg, answer, ack);
@@ -423,31 +444,38 @@ fn install_handlers(shared: &Arc<Shared>, s: &SocketRef, session: &Arc<Session>)
         (messages::UNSUBSCRIBE_QUEUE, Kind::Queue),
         (messages::UNSUBSCRIBE_TASKS, Kind::Tasks),
     ] {
-        let (shared, session) = (shared.clone(), session.clone());
+        let (shared, session) = (shared.clone(), Arc::downgrade(session));
         s.on(
             message,
             move |TryData(arg): TryData<Value>, ack: AckSender| async move {
                 crate::metrics::feed_received();
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
                 let arg = arg.ok();
                 let answer = unsubscribe(&shared, &session, kind, arg.clone());
                 answer_message(&session, kind, message, &arg, answer, ack);
             },
         );
     }
-    let (shared, session) = (shared.clone(), session.clone());
+    let (shared, session) = (shared.clone(), Arc::downgrade(session));
     s.on_disconnect(move || async move {
-        session.ended.cancel();
-        shared.forget(&session);
+        if let Some(session) = session.upgrade() {
+            session.ended.cancel();
+            shared.forget(&session);
+        }
     });
 }
 
 /// After the connect packet: the token's expiry, the handshake's
 /// subscriptions, the replay.
 async fn on_connect(shared: &Arc<Shared>, s: SocketRef) {
-    let Some(hs) = s.extensions.get::<Handshake>() else {
+    let Some(hs) = s.extensions.remove::<Handshake>() else {
         return;
     };
-    let session = hs.session;
+    let Some(session) = hs.session.upgrade() else {
+        return;
+    };
     watch_expiry(shared, &session, hs.expires_at);
     for room in &hs.subscriptions {
         let answer = match parse_room(room) {
