@@ -190,6 +190,21 @@ async fn another_users_task_is_refused_like_a_missing_one_and_roles_hold() {
         .call("worker", "subscribe:agent", json!(["writer"]))
         .await;
     assert_eq!(own["ok"], true, "{own}");
+    // Its agent's task, whoever owns it; another agent's is not found.
+    let its = sio
+        .call("worker", "subscribe:task", json!([id_of(&alices)]))
+        .await;
+    assert_eq!(its["ok"], true, "{its}");
+    sio.connected(
+        "other-worker",
+        node.addr,
+        auth(&token("w2", Role::Worker, Some("reader"))),
+    )
+    .await;
+    let not_its = sio
+        .call("other-worker", "subscribe:task", json!([id_of(&alices)]))
+        .await;
+    assert_eq!(not_its["error"]["code"], "TASK_NOT_FOUND");
     let other = sio
         .call("worker", "subscribe:agent", json!(["reader"]))
         .await;
