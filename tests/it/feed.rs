@@ -40,6 +40,39 @@ fn id_of(task: &Value) -> String {
     task["id"].as_str().unwrap().to_string()
 }
 
+/// Connects `first` to `addr` following every task, creates one task
+/// through `admin`, and leaves once its event arrived: the task and that
+/// event's id (what a client that reconnects passes as `lastEventId`).
+async fn seen_one_then_left(
+    sio: &mut Sio,
+    addr: std::net::SocketAddr,
+    admin: &Api,
+) -> (Value, String) {
+    sio.connected("first", addr, auth(&admin_token())).await;
+    assert_eq!(
+        sio.call("first", "subscribe:tasks", json!([])).await["ok"],
+        true
+    );
+    let one = admin.create(task_body("writer")).await;
+    let seen = sio
+        .event_from(0, "first", "task:status", |d| d["taskId"] == one["id"])
+        .await;
+    sio.close("first").await;
+    (one, seen["eventId"].as_str().unwrap().to_string())
+}
+
+/// A node's health document.
+async fn health(node: &TestNode) -> Option<Value> {
+    http_client()
+        .get(node.url("/api/ai/tasks/health"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 #[tokio::test]
 async fn a_change_through_one_node_reaches_clients_of_another_over_both_transports() {
     let redis = TestRedis::start();
@@ -397,17 +430,7 @@ async fn a_client_reconnecting_with_its_last_event_id_gets_exactly_what_it_misse
     let b = api_node(&redis).await;
     let admin = Api::new(&a, admin_token());
     let mut sio = Sio::start().await;
-    sio.connected("first", a.addr, auth(&admin_token())).await;
-    assert_eq!(
-        sio.call("first", "subscribe:tasks", json!([])).await["ok"],
-        true
-    );
-    let one = admin.create(task_body("writer")).await;
-    let seen = sio
-        .event_from(0, "first", "task:status", |d| d["taskId"] == one["id"])
-        .await;
-    let last_event_id = seen["eventId"].as_str().unwrap().to_string();
-    sio.close("first").await;
+    let (one, last_event_id) = seen_one_then_left(&mut sio, a.addr, &admin).await;
 
     // Missed while away: two creates and a cancel.
     let two = admin.create(task_body("writer")).await;
@@ -468,17 +491,7 @@ async fn a_last_event_id_trimmed_from_the_stream_gets_resync() {
     let node = api_node(&redis).await;
     let admin = Api::new(&node, admin_token());
     let mut sio = Sio::start().await;
-    sio.connected("first", node.addr, auth(&admin_token()))
-        .await;
-    assert_eq!(
-        sio.call("first", "subscribe:tasks", json!([])).await["ok"],
-        true
-    );
-    let one = admin.create(task_body("writer")).await;
-    let seen = sio
-        .event_from(0, "first", "task:status", |d| d["taskId"] == one["id"])
-        .await;
-    sio.close("first").await;
+    let (_, seen_id) = seen_one_then_left(&mut sio, node.addr, &admin).await;
     for _ in 0..3 {
         admin.create(task_body("writer")).await;
     }
@@ -493,7 +506,7 @@ async fn a_last_event_id_trimmed_from_the_stream_gets_resync() {
     sio.connected(
         "again",
         node.addr,
-        json!({"auth": {"token": admin_token(), "lastEventId": seen["eventId"],
+        json!({"auth": {"token": admin_token(), "lastEventId": seen_id,
                         "subscriptions": ["tasks"]}}),
     )
     .await;
@@ -512,15 +525,7 @@ async fn a_last_event_id_trimmed_from_the_stream_gets_resync() {
 }
 
 async fn feed_health(node: &TestNode) -> Value {
-    http_client()
-        .get(node.url("/api/ai/tasks/health"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["feed"]
-        .clone()
+    health(node).await.expect("health answers")["feed"].clone()
 }
 
 fn feed_node_config(
@@ -849,17 +854,8 @@ async fn a_replay_while_events_keep_coming_delivers_each_once_in_order() {
     let b = api_node(&redis).await;
     let admin = Api::new(&a, admin_token());
     let mut sio = Sio::start().await;
-    sio.connected("first", b.addr, auth(&admin_token())).await;
-    assert_eq!(
-        sio.call("first", "subscribe:tasks", json!([])).await["ok"],
-        true
-    );
-    let one = admin.create(task_body("writer")).await;
-    let seen = sio
-        .event_from(0, "first", "task:status", |d| d["taskId"] == one["id"])
-        .await;
-    let after: taskherd::events::EventId = seen["eventId"].as_str().unwrap().parse().unwrap();
-    sio.close("first").await;
+    let (_, seen_id) = seen_one_then_left(&mut sio, b.addr, &admin).await;
+    let after: taskherd::events::EventId = seen_id.parse().unwrap();
 
     // Creates keep coming before, during and after the reconnect.
     let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -960,17 +956,7 @@ async fn leaving_agent_and_all_task_rooms_stops_them_and_an_unreadable_queue_is_
     wait_until(
         "the node sees Redis gone",
         Duration::from_secs(20),
-        || async {
-            let health: Value = http_client()
-                .get(node.url("/api/ai/tasks/health"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (health["redis"]["reachable"] == false).then_some(())
-        },
+        || async { (health(&node).await?["redis"]["reachable"] == false).then_some(()) },
     )
     .await;
     assert_eq!(

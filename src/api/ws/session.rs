@@ -418,11 +418,15 @@ fn admit(
 /// A client's message handlers; they must be in place before the connect
 /// packet goes out (a message right after it must find them).
 fn install_handlers(shared: &Arc<Shared>, s: &SocketRef, session: &Arc<Session>) {
-    for (message, kind) in [
-        (messages::SUBSCRIBE_TASK, Kind::Task),
-        (messages::SUBSCRIBE_AGENT, Kind::Agent),
-        (messages::SUBSCRIBE_QUEUE, Kind::Queue),
-        (messages::SUBSCRIBE_TASKS, Kind::Tasks),
+    for (message, kind, joins) in [
+        (messages::SUBSCRIBE_TASK, Kind::Task, true),
+        (messages::SUBSCRIBE_AGENT, Kind::Agent, true),
+        (messages::SUBSCRIBE_QUEUE, Kind::Queue, true),
+        (messages::SUBSCRIBE_TASKS, Kind::Tasks, true),
+        (messages::UNSUBSCRIBE_TASK, Kind::Task, false),
+        (messages::UNSUBSCRIBE_AGENT, Kind::Agent, false),
+        (messages::UNSUBSCRIBE_QUEUE, Kind::Queue, false),
+        (messages::UNSUBSCRIBE_TASKS, Kind::Tasks, false),
     ] {
         let (shared, session) = (shared.clone(), Arc::downgrade(session));
         s.on(
@@ -433,27 +437,11 @@ fn install_handlers(shared: &Arc<Shared>, s: &SocketRef, session: &Arc<Session>)
                     return;
                 };
                 let arg = arg.ok();
-                let answer = subscribe(&shared, &session, kind, arg.clone()).await;
-                answer_message(&session, kind, message, &arg, answer, ack);
-            },
-        );
-    }
-    for (message, kind) in [
-        (messages::UNSUBSCRIBE_TASK, Kind::Task),
-        (messages::UNSUBSCRIBE_AGENT, Kind::Agent),
-        (messages::UNSUBSCRIBE_QUEUE, Kind::Queue),
-        (messages::UNSUBSCRIBE_TASKS, Kind::Tasks),
-    ] {
-        let (shared, session) = (shared.clone(), Arc::downgrade(session));
-        s.on(
-            message,
-            move |TryData(arg): TryData<Value>, ack: AckSender| async move {
-                crate::metrics::feed_received();
-                let Some(session) = session.upgrade() else {
-                    return;
+                let answer = if joins {
+                    subscribe(&shared, &session, kind, arg.clone()).await
+                } else {
+                    unsubscribe(&shared, &session, kind, arg.clone())
                 };
-                let arg = arg.ok();
-                let answer = unsubscribe(&shared, &session, kind, arg.clone());
                 answer_message(&session, kind, message, &arg, answer, ack);
             },
         );
