@@ -107,34 +107,30 @@ impl Sio {
             .await;
     }
 
-    /// Connects and waits for `connect`; panics on `connect_error`.
-    pub async fn connected(&mut self, c: &str, addr: std::net::SocketAddr, opts: Value) -> Value {
+    /// Connects and returns how the handshake ended: the `connect` or
+    /// `connect_error` report.
+    async fn handshake(&mut self, c: &str, addr: std::net::SocketAddr, opts: Value) -> Value {
         let from = self.seen.len();
         self.connect(c, addr, opts).await;
-        let r = self
-            .wait_from(
-                from,
-                &format!("{c} connects"),
-                Duration::from_secs(20),
-                |r| r["c"] == c && (r["type"] == "connect" || r["type"] == "connect_error"),
-            )
-            .await;
+        self.wait_from(
+            from,
+            &format!("{c}'s handshake"),
+            Duration::from_secs(20),
+            |r| r["c"] == c && (r["type"] == "connect" || r["type"] == "connect_error"),
+        )
+        .await
+    }
+
+    /// Connects and waits for `connect`; panics on `connect_error`.
+    pub async fn connected(&mut self, c: &str, addr: std::net::SocketAddr, opts: Value) -> Value {
+        let r = self.handshake(c, addr, opts).await;
         assert_eq!(r["type"], "connect", "{c} was refused: {r}");
         r
     }
 
     /// Connects and returns the `connect_error` message; panics if admitted.
     pub async fn refused(&mut self, c: &str, addr: std::net::SocketAddr, opts: Value) -> String {
-        let from = self.seen.len();
-        self.connect(c, addr, opts).await;
-        let r = self
-            .wait_from(
-                from,
-                &format!("{c} is refused"),
-                Duration::from_secs(20),
-                |r| r["c"] == c && (r["type"] == "connect" || r["type"] == "connect_error"),
-            )
-            .await;
+        let r = self.handshake(c, addr, opts).await;
         assert_eq!(r["type"], "connect_error", "{c} was admitted");
         r["message"].as_str().unwrap_or_default().to_string()
     }
