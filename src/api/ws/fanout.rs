@@ -7,7 +7,6 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
-use socketioxide::socket::Sid;
 use tokio::sync::watch;
 
 use super::session::{self, AGENT, STATUS, Session};
@@ -53,7 +52,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
             tokio::select! {
                 _ = changed => {}
-                _ = stop.changed() => return,
+                _ = stopped(&mut stop) => return,
             }
         }
         let mut sub = match shared.hub.subscribe(None).await {
@@ -62,7 +61,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "socket.io feed could not follow the event hub; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    _ = stop.changed() => return,
+                    _ = stopped(&mut stop) => return,
                 }
             }
         };
@@ -86,7 +85,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     }
                     continue;
                 }
-                _ = stop.changed() => return,
+                _ = stopped(&mut stop) => return,
             };
             // The hub stopped: the node is shutting down.
             let Some(first) = first else { return };
@@ -140,9 +139,9 @@ fn resync_all(shared: &Shared) {
 /// Who gets `e`, with which messages (the live counterpart of
 /// [`session::flags_for`], from the rooms' side).
 fn targets(registry: &Registry, e: &Event) -> Vec<(Arc<Session>, u8)> {
-    let mut out: HashMap<Sid, (Arc<Session>, u8)> = HashMap::new();
+    let mut out: HashMap<u64, (Arc<Session>, u8)> = HashMap::new();
     let mut add = |s: &Arc<Session>, flag: u8| {
-        out.entry(s.socket_id()).or_insert_with(|| (s.clone(), 0)).1 |= flag;
+        out.entry(s.key).or_insert_with(|| (s.clone(), 0)).1 |= flag;
     };
     // A task room was allowed when joined: its task's owner and agent do
     // not change.
@@ -183,7 +182,7 @@ async fn deliver(
         .filter(|(_, t)| !t.is_empty())
         .map(|(e, _)| &**e)
         .collect();
-    let records = records(shared, &wanted, stop).await;
+    let records = records(shared, &wanted, stop, &|| false).await;
     for (e, targets) in events.into_iter().zip(targets) {
         if targets.is_empty() {
             continue;
@@ -200,11 +199,13 @@ async fn deliver(
 }
 
 /// The records of the tasks of `events`, each read once; a Redis outage is
-/// waited out (the events wait with it), unless the node stops.
+/// waited out (the events wait with it), unless the node stops or the
+/// reader is `abandoned` (a replaying client that left).
 async fn records(
     shared: &Shared,
     events: &[&Event],
     stop: &mut watch::Receiver<bool>,
+    abandoned: &(dyn Fn() -> bool + Sync),
 ) -> HashMap<String, Option<Task>> {
     let mut ids: Vec<&str> = events.iter().map(|e| e.task_id.as_str()).collect();
     ids.sort_unstable();
@@ -218,11 +219,12 @@ async fn records(
             Ok(tasks) => {
                 return ids.iter().map(|id| id.to_string()).zip(tasks).collect();
             }
+            Err(_) if abandoned() => return HashMap::new(),
             Err(e) => {
                 tracing::warn!(error = %e, "socket.io feed: reading task records failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => return HashMap::new(),
+                    _ = stopped(stop) => return HashMap::new(),
                 }
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
@@ -258,6 +260,9 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
     // Redis, or a stream emptied meanwhile) is told apart from a recent one
     // only by the stream.
     loop {
+        if session.is_ended() || session.is_cut() {
+            return;
+        }
         let page = match shared.queue.events_after(cursor, REPLAY_PAGE).await {
             Ok(page) => page,
             Err(e) => {
@@ -267,7 +272,7 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
                 tracing::warn!(error = %e, "socket.io replay read failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => return,
+                    _ = stopped(&mut stop) => return,
                 }
                 wait = (wait * 2).min(Duration::from_secs(1));
                 continue;
@@ -305,7 +310,7 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
             })
             .collect();
         let wanted: Vec<&Event> = matched.iter().map(|(e, _)| &**e).collect();
-        let records = records(shared, &wanted, &mut stop).await;
+        let records = records(shared, &wanted, &mut stop, &|| session.is_ended()).await;
         for (e, flags) in matched {
             let task = records.get(e.task_id.as_str()).cloned().flatten();
             if session::send_replayed(session, &Payloads::new(e, task), flags).is_err() {
@@ -342,7 +347,7 @@ pub(super) async fn queue_ticker(shared: Arc<Shared>) {
             }
             tokio::select! {
                 _ = changed => {}
-                _ = stop.changed() => return,
+                _ = stopped(&mut stop) => return,
             }
         }
         let (event, payload) = match shared.queue.shared_queue_status().await {
@@ -392,10 +397,32 @@ pub(super) async fn queue_ticker(shared: Arc<Shared>) {
             _ = shared.queue_dirty.notified() => {
                 tokio::select! {
                     _ = tokio::time::sleep(shared.config.queue_settle) => {}
-                    _ = stop.changed() => return,
+                    _ = stopped(&mut stop) => return,
                 }
             }
-            _ = stop.changed() => return,
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once the feed stops (at once if it has).
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Waits (at most 5 s: while Redis is away the fan-out cannot resume)
+/// until the fan-out follows the hub.
+pub(super) async fn following(shared: &Shared) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let changed = shared.changed.notified();
+        if shared.gate.lock().await.is_some() {
+            return;
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = tokio::time::sleep_until(until) => return,
         }
     }
 }

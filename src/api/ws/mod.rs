@@ -36,7 +36,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use socketioxide::SocketIo;
-use socketioxide::socket::Sid;
 use tokio::sync::{Notify, watch};
 
 use crate::auth::Auth;
@@ -137,8 +136,10 @@ const ROOM_KINDS: [&str; 4] = ["task", "agent", "queue", "tasks"];
 /// Who follows what on this node.
 #[derive(Default)]
 struct Registry {
-    sessions: HashMap<Sid, Arc<Session>>,
-    rooms: HashMap<RoomKey, HashSet<Sid>>,
+    /// By [`Session::key`] (socket ids can repeat: a client may leave the
+    /// namespace and join it again over one engine.io connection).
+    sessions: HashMap<u64, Arc<Session>>,
+    rooms: HashMap<RoomKey, HashSet<u64>>,
     by_kind: [usize; 4],
 }
 
@@ -147,7 +148,7 @@ impl Registry {
         ROOM_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
     }
 
-    fn join(&mut self, sid: Sid, room: RoomKey) -> bool {
+    fn join(&mut self, sid: u64, room: RoomKey) -> bool {
         let kind = Self::kind_index(room.kind());
         let joined = self.rooms.entry(room).or_default().insert(sid);
         if joined {
@@ -156,7 +157,7 @@ impl Registry {
         joined
     }
 
-    fn leave(&mut self, sid: Sid, room: &RoomKey) -> bool {
+    fn leave(&mut self, sid: u64, room: &RoomKey) -> bool {
         let Some(members) = self.rooms.get_mut(room) else {
             return false;
         };
@@ -214,10 +215,13 @@ struct Shared {
     queue_dirty: Notify,
     /// The last `queue:update` payload, for a client that subscribes.
     last_queue: Mutex<Option<(tokio::time::Instant, serde_json::Value)>>,
-    closing: AtomicBool,
+    /// The node drains: new connections are refused.
+    closing: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     /// Sessions in memory (connected, or still being let go).
     live: Arc<std::sync::atomic::AtomicUsize>,
+    /// The last session key handed out.
+    keys: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -270,15 +274,17 @@ impl Feed {
             changed: Notify::new(),
             queue_dirty: Notify::new(),
             last_queue: Mutex::new(None),
-            closing: AtomicBool::new(false),
+            closing: Arc::default(),
             stop,
             live: Arc::default(),
+            keys: Default::default(),
         });
         session::install(&io, &shared);
         tokio::spawn(fanout::run(shared.clone()));
         tokio::spawn(fanout::queue_ticker(shared.clone()));
         tokio::spawn(sweep(shared.clone()));
-        (Feed { shared }, upgrade::Transport::new(svc, origins))
+        let transport = upgrade::Transport::new(svc, origins, shared.closing.clone());
+        (Feed { shared }, transport)
     }
 
     /// Connections and subscriptions now.
@@ -349,7 +355,7 @@ async fn sweep(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = stop.changed() => return,
+            _ = fanout::stopped(&mut stop) => return,
         }
         let stale: Vec<Arc<Session>> = shared
             .registry()

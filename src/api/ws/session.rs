@@ -23,10 +23,10 @@ use crate::ids::{AgentId, TaskId};
 /// Events a replaying client may fall behind the live feed before it is
 /// cut off.
 const MAX_PENDING: usize = 4096;
-/// How long a cut-off client's buffer is given to make room for the
-/// closing notice before the heartbeat is left to close it.
+/// How often a closing connection whose buffer is full is tried again:
+/// every 100 ms for 5 s, then every second until it is closed.
 const CLOSE_RETRY: Duration = Duration::from_millis(100);
-const CLOSE_TRIES: u32 = 50;
+const FAST_CLOSE_TRIES: u32 = 50;
 
 /// How long an admitted handshake may take to connect before its session
 /// is swept.
@@ -53,6 +53,8 @@ struct Handshake {
 
 /// A connected client.
 pub(super) struct Session {
+    /// Its key in the registry, unique for the feed's lifetime.
+    pub(super) key: u64,
     socket: SocketRef,
     pub(super) principal: Principal,
     state: Mutex<State>,
@@ -105,11 +107,6 @@ impl Session {
         Scope::of(&self.principal).admits(task)
     }
 
-    /// Its socket id.
-    pub(super) fn socket_id(&self) -> socketioxide::socket::Sid {
-        self.socket.id
-    }
-
     /// Whether its connection has ended.
     pub(super) fn is_ended(&self) -> bool {
         self.ended.is_cancelled()
@@ -118,6 +115,11 @@ impl Session {
     /// Marks its connection ended (its expiry watch and retries stop).
     pub(super) fn end(&self) {
         self.ended.cancel();
+    }
+
+    /// Whether nothing more is sent to it (cut off or closing).
+    pub(super) fn is_cut(&self) -> bool {
+        self.state().cut
     }
 
     /// Why its connection is closing, if it is.
@@ -215,10 +217,10 @@ impl Session {
         }
         let session = self.clone();
         tokio::spawn(async move {
-            for _ in 0..CLOSE_TRIES {
-                if session.ended.is_cancelled() {
-                    return;
-                }
+            // Until it is closed: by this, or by the heartbeat (which cannot
+            // ping a client whose buffer stays full), or by the client.
+            let mut tries = 0u32;
+            while !session.ended.is_cancelled() && session.socket.connected() {
                 if session
                     .emit(names::CLOSING, &wire::closing(code, message))
                     .is_ok()
@@ -226,7 +228,13 @@ impl Session {
                 {
                     return;
                 }
-                tokio::time::sleep(CLOSE_RETRY).await;
+                tries += 1;
+                let wait = if tries < FAST_CLOSE_TRIES {
+                    CLOSE_RETRY
+                } else {
+                    Duration::from_secs(1)
+                };
+                tokio::time::sleep(wait).await;
             }
         });
     }
@@ -381,6 +389,10 @@ fn admit(
         ));
     }
     let session = Arc::new(Session {
+        key: shared
+            .keys
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1,
         socket: s.clone(),
         principal: principal.clone(),
         state: Mutex::new(State {
@@ -402,7 +414,7 @@ fn admit(
     install_handlers(shared, s, &session);
     {
         let mut registry = shared.registry();
-        registry.sessions.insert(s.id, session.clone());
+        registry.sessions.insert(session.key, session.clone());
         shared.publish_gauges(&registry);
     }
     shared.changed.notify_waiters();
@@ -494,8 +506,8 @@ fn watch_expiry(shared: &Arc<Shared>, session: &Arc<Session>, expires_at: u64) {
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(left) => {
-                shared.forget(&session);
                 session.close_with("TOKEN_EXPIRED", "the token expired: reconnect with a new one");
+                shared.forget(&session);
             }
             _ = session.ended.cancelled() => {}
         }
@@ -593,9 +605,10 @@ async fn subscribe(
     let (room, extra) = room_of(shared, session, kind, &arg).await?;
     {
         let mut registry = shared.registry();
-        if !registry.sessions.contains_key(&session.socket.id) {
-            // Gone meanwhile.
-            return Ok(Value::Null);
+        if !registry.sessions.contains_key(&session.key) {
+            // Closed meanwhile.
+            refuse_if_closing(session)?;
+            return Err(closing_error());
         }
         let mut st = session.state();
         if !st.rooms.contains(&room) && st.rooms.len() >= shared.config.max_subscriptions {
@@ -610,10 +623,14 @@ async fn subscribe(
         }
         st.rooms.insert(room.clone());
         drop(st);
-        registry.join(session.socket.id, room.clone());
+        registry.join(session.key, room.clone());
         shared.publish_gauges(&registry);
     }
     shared.changed.notify_waiters();
+    // Acknowledged once the fan-out follows the hub: every event committed
+    // after the ack reaches the client (an idle fan-out starts from the
+    // newest event when it resumes).
+    super::fanout::following(shared).await;
     if room == RoomKey::Queue {
         shared.send_last_queue(session);
     }
@@ -633,12 +650,16 @@ fn refuse_if_closing(session: &Session) -> Result<(), ApiError> {
             "UNAUTHORIZED",
             "token expired",
         )),
-        Some(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "CONNECTION_CLOSING",
-            "this connection is closing: reconnect",
-        )),
+        Some(_) => Err(closing_error()),
     }
+}
+
+fn closing_error() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CONNECTION_CLOSING",
+        "this connection is closing: reconnect",
+    )
 }
 
 fn unsubscribe(
@@ -664,7 +685,7 @@ fn unsubscribe(
     let was = {
         let mut registry = shared.registry();
         let was = session.state().rooms.remove(&room);
-        registry.leave(session.socket.id, &room);
+        registry.leave(session.key, &room);
         shared.publish_gauges(&registry);
         was
     };
@@ -708,9 +729,9 @@ impl Shared {
         let mut registry = self.registry();
         let rooms: Vec<RoomKey> = session.state().rooms.drain().collect();
         for room in &rooms {
-            registry.leave(session.socket.id, room);
+            registry.leave(session.key, room);
         }
-        registry.sessions.remove(&session.socket.id);
+        registry.sessions.remove(&session.key);
         self.publish_gauges(&registry);
         drop(registry);
         self.changed.notify_waiters();
@@ -719,12 +740,12 @@ impl Shared {
     /// Cuts off a client that cannot keep up.
     pub(super) fn cut_off(&self, session: &Arc<Session>) {
         crate::metrics::feed_cut_off();
-        tracing::info!(sid = %session.socket.id, sub = %session.principal.sub, "socket.io client too slow: cut off");
-        self.forget(session);
+        tracing::info!(session = session.key, sub = %session.principal.sub, "socket.io client too slow: cut off");
         session.close_with(
             "SLOW_CONSUMER",
             "this client fell too far behind: reconnect with lastEventId",
         );
+        self.forget(session);
     }
 
     /// Sends the last computed queue status to a new subscriber, if fresh.

@@ -4,6 +4,7 @@
 //! no WebSocket).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use engineioxide::service::NotFoundService;
 use poem::endpoint::TowerCompatExt;
@@ -18,11 +19,21 @@ use crate::api::error::ApiError;
 pub(super) struct Transport {
     svc: SocketIoService<NotFoundService>,
     origins: Arc<[String]>,
+    /// Set while the node drains.
+    closing: Arc<AtomicBool>,
 }
 
 impl Transport {
-    pub(super) fn new(svc: SocketIoService<NotFoundService>, origins: Arc<[String]>) -> Self {
-        Self { svc, origins }
+    pub(super) fn new(
+        svc: SocketIoService<NotFoundService>,
+        origins: Arc<[String]>,
+        closing: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            svc,
+            origins,
+            closing,
+        }
     }
 
     /// The browser origin of a request the node admits (CORS for polling);
@@ -89,6 +100,23 @@ impl Endpoint for Transport {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
+        // A draining node takes no new connection: an HTTP error, which
+        // Socket.IO clients retry (a connect_error they would not).
+        let new_session = !req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .any(|p| p.starts_with("sid="));
+        if new_session && self.closing.load(Ordering::SeqCst) {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NODE_DRAINING",
+                "the node is shutting down: connect to another",
+            );
+            e.retry_after_s = Some(1);
+            return Ok(e.to_response());
+        }
         if !wants_websocket(&req) {
             let origin = self.admitted_origin(&req);
             if req.method() == poem::http::Method::OPTIONS {
