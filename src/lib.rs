@@ -3,8 +3,9 @@
 //! Map of the crate (dependencies point downwards only):
 //! - [`node`]: `run(config, listener, shutdown)` wires one node together and
 //!   states the shutdown order.
-//! - [`api`]: the HTTP server: REST adapters over [`queue`] (GraphQL and the
-//!   Socket.IO feed mount beside it on the same port).
+//! - [`api`]: the HTTP server: the REST adapters and the Socket.IO feed
+//!   (`api::ws`, fed by [`events`]) over [`queue`], on one port (GraphQL
+//!   mounts beside them next).
 //! - [`queue`]: the service every API calls: each operation takes the caller,
 //!   applies the access policy ([`auth::policy`]) and calls the store.
 //! - [`events`]: the node's event hub: the lifecycle stream read once per
