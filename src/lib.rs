@@ -3,9 +3,9 @@
 //! Map of the crate (dependencies point downwards only):
 //! - [`node`]: `run(config, listener, shutdown)` wires one node together and
 //!   states the shutdown order.
-//! - [`api`]: the HTTP server: the REST adapters and the Socket.IO feed
-//!   (`api::ws`, fed by [`events`]) over [`queue`], on one port (GraphQL
-//!   mounts beside them next).
+//! - [`api`]: the HTTP server: the REST and GraphQL adapters and the
+//!   Socket.IO feed (`api::ws`, fed by [`events`]) over [`queue`], on one
+//!   port.
 //! - [`queue`]: the service every API calls: each operation takes the caller,
 //!   applies the access policy ([`auth::policy`]) and calls the store.
 //! - [`events`]: the node's event hub: the lifecycle stream read once per

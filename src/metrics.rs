@@ -505,3 +505,9 @@ pub(crate) fn feed_cut_off() {
 pub(crate) fn feed_refused(limit: &'static str) {
     counter!(WS_REFUSED, "limit" => limit).increment(1);
 }
+
+/// A GraphQL operation answered (`kind`: query, mutation, subscription).
+pub(crate) fn graphql_operation(kind: &'static str, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!(GRAPHQL_OPERATIONS, "type" => kind, "outcome" => outcome).increment(1);
+}

@@ -4,8 +4,9 @@
 //!   resource, their request and response types in `rest/models.rs`), spec
 //!   at `/api/openapi.json`, Swagger UI at `/api/docs` (served by the node,
 //!   no internet needed);
-//! - GraphQL and the Socket.IO feed mount beside it in [`routes`], as
-//!   `graphql/` and `ws/` beside `rest/`.
+//! - `/graphql`: the GraphQL API ([`graphql`]), over the same service;
+//! - `/ws/ai-tasks`: the Socket.IO feed ([`ws`]), outside CORS (it answers
+//!   browser origins itself).
 //!
 //! Shared by every API: [`AppState`] (the service, auth, the limiter, the
 //! node), the one error body and code table ([`error`]), the rate limit
@@ -18,6 +19,7 @@
 //! every failure the one error body of [`error`].
 
 pub mod error;
+pub mod graphql;
 mod middleware;
 pub mod ratelimit;
 pub mod rest;
@@ -169,6 +171,10 @@ impl Gate {
     pub fn open(&self, state: Arc<AppState>, feed: impl Endpoint<Output = Response> + 'static) {
         let apis = Route::new()
             .nest_no_strip(ws::PATH, feed)
+            .at(
+                graphql::PATH,
+                poem::post(graphql::post).data(graphql::schema()),
+            )
             .nest("/", rest::openapi())
             .data(state)
             .catch_all_error(|e| async move { error::render(e) })

@@ -22,6 +22,7 @@ mod deploy_files;
 mod events;
 mod faults;
 mod feed;
+mod graphql;
 mod http_executor;
 mod metrics;
 mod ops;

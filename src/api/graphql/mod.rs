@@ -1,0 +1,108 @@
+//! The GraphQL API at `/graphql` (async-graphql): the seeds' schema as an
+//! adapter over the same [`Queue`] calls as REST, with the same access
+//! policy, error codes (in `extensions.code`) and limits.
+//!
+//! This step serves queries over POST: `aiTask`, `aiTasks`,
+//! `taskQueueStatus` (mutations, subscriptions and GraphiQL follow).
+//! The token is the `Authorization: Bearer` header; without a valid one
+//! the request is answered 401 with the error in GraphQL's shape.
+
+mod query;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, ErrorExtensions, Schema};
+use async_graphql_poem::{GraphQLRequest, GraphQLResponse};
+use poem::web::Data;
+use poem::{IntoResponse, Response, handler};
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::auth::Principal;
+use crate::queue::Queue;
+
+/// Where GraphQL is served.
+pub const PATH: &str = "/graphql";
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 10;
+/// Most complex query accepted (one point per field).
+pub const MAX_COMPLEXITY: usize = 1_000;
+
+/// The schema.
+pub(crate) type TaskSchema = Schema<query::Query, EmptyMutation, EmptySubscription>;
+
+/// The schema with its limits; the queue comes with each request.
+pub(crate) fn schema() -> TaskSchema {
+    Schema::build(query::Query, EmptyMutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The schema in SDL (the repository's `schema.graphql` is this).
+pub fn sdl() -> String {
+    schema().sdl()
+}
+
+fn caller<'a>(ctx: &async_graphql::Context<'a>) -> async_graphql::Result<&'a Principal> {
+    ctx.data::<Principal>()
+}
+
+fn service<'a>(ctx: &async_graphql::Context<'a>) -> &'a Queue {
+    ctx.data_unchecked::<Queue>()
+}
+
+/// A service error as a GraphQL error: the REST code in
+/// `extensions.code`, the REST message, no internal cause.
+fn error(e: crate::Error) -> async_graphql::Error {
+    let api = ApiError::from(e);
+    async_graphql::Error::new(api.message.clone()).extend_with(|_, ext| ext.set("code", api.code))
+}
+
+/// `POST /graphql`.
+#[handler]
+pub(super) async fn post(
+    Data(state): Data<&Arc<AppState>>,
+    Data(schema): Data<&TaskSchema>,
+    headers: &poem::http::HeaderMap,
+    req: GraphQLRequest,
+) -> Response {
+    let token = headers
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let verified = match token {
+        None => Err(ApiError::from(crate::auth::AuthError::Missing)),
+        Some(t) => state.auth.verify(t.trim()).map_err(ApiError::from),
+    };
+    let principal = match verified {
+        Ok(p) => p,
+        Err(e) => return refusal(&e),
+    };
+    if let Err(e) = state
+        .limiter
+        .check(state.queue.store(), &principal.sub)
+        .await
+    {
+        return e.to_response();
+    }
+    let request = req
+        .0
+        .data(principal)
+        .data(state.queue.clone())
+        .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
+    let response = schema.execute(request).await;
+    // Queries only so far: every operation is one.
+    crate::metrics::graphql_operation("query", response.is_ok());
+    GraphQLResponse(response).into_response()
+}
+
+/// A request refused before it ran: its status, the error in GraphQL's
+/// shape.
+fn refusal(e: &ApiError) -> Response {
+    let body = serde_json::json!({
+        "errors": [{"message": e.message, "extensions": {"code": e.code}}]
+    });
+    poem::web::Json(body).with_status(e.status).into_response()
+}

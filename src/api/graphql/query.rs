@@ -1,0 +1,97 @@
+//! Queries: `aiTask`, `aiTasks`, `taskQueueStatus`, over the same service
+//! calls as REST.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Result};
+
+use super::types::{
+    AgentGql, AgentsOnce, AiTask, Pagination, TaskConnection, TaskFilter, TaskQueueStatus,
+};
+use super::{caller, service};
+use crate::ids::TaskId;
+use crate::store::ListFilter;
+
+/// The query root.
+pub(crate) struct Query;
+
+#[Object]
+impl Query {
+    /// One task the caller may see; another's, like a missing one, is null.
+    async fn ai_task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<AiTask>> {
+        let principal = caller(ctx)?;
+        let Ok(id) = TaskId::parse(id.as_str()) else {
+            return Ok(None);
+        };
+        match service(ctx).get(principal, &id).await {
+            Ok(task) => Ok(Some(task.into())),
+            Err(crate::Error::TaskNotFound(_)) => Ok(None),
+            Err(e) => Err(super::error(e)),
+        }
+    }
+
+    /// A page of the tasks the caller may see (users their own, workers
+    /// their agent's, admins all), newest first, with the same filters and
+    /// totals as `GET /api/ai/tasks`.
+    async fn ai_tasks(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<TaskFilter>,
+        pagination: Option<Pagination>,
+    ) -> Result<TaskConnection> {
+        let principal = caller(ctx)?;
+        let f = filter.unwrap_or_default();
+        let p = pagination.unwrap_or_default();
+        let list = ListFilter {
+            status: f.status.map(Into::into),
+            priority: f.priority.map(Into::into),
+            agent_id: f.agent_id,
+            task_type: f.task_type,
+            owner_id: None,
+            created_from_ms: f.start_date.map(|t| t.0),
+            created_to_ms: f.end_date.map(|t| t.0),
+            page: p.page,
+            limit: p.limit,
+            cursor: p.cursor,
+        };
+        if !(1..=100).contains(&list.page) {
+            return Err(super::error(crate::Error::Validation(
+                "page must be 1 to 100 (deeper: follow pageInfo.nextCursor)".into(),
+            )));
+        }
+        let page = service(ctx)
+            .list(principal, list)
+            .await
+            .map_err(super::error)?;
+        Ok(page.into())
+    }
+
+    /// Counts per status, priority and agent, oldest wait, health.
+    async fn task_queue_status(&self, ctx: &Context<'_>) -> Result<TaskQueueStatus> {
+        let principal = caller(ctx)?;
+        let status = service(ctx)
+            .queue_status(principal)
+            .await
+            .map_err(super::error)?;
+        Ok(status.into())
+    }
+}
+
+/// Every agent record, read once per request.
+pub(super) async fn agents(ctx: &Context<'_>) -> Result<Arc<HashMap<String, AgentGql>>> {
+    let principal = caller(ctx)?;
+    let once = ctx.data::<AgentsOnce>()?;
+    once.0
+        .get_or_try_init(|| async {
+            let agents = service(ctx).agents(principal).await.map_err(super::error)?;
+            Ok::<_, async_graphql::Error>(Arc::new(
+                agents
+                    .iter()
+                    .map(|a| (a.id.clone(), AgentGql::from(a)))
+                    .collect(),
+            ))
+        })
+        .await
+        .cloned()
+}

@@ -1,0 +1,289 @@
+//! The GraphQL API at `/graphql` against a real node: the same rules,
+//! errors and results as REST.
+
+use serde_json::{Value, json};
+use taskherd::auth::Role;
+use taskherd::clock::Clock;
+use taskherd::worker::Registry;
+
+use crate::api_client::Api;
+use crate::support::*;
+
+async fn api_node(redis: &TestRedis) -> TestNode {
+    TestNode::start(
+        node_config(&redis.url(), None, Clock::redis()),
+        Registry::new(),
+    )
+    .await
+}
+
+/// POSTs `query` (with `variables`) as `token` (none: anonymous); the
+/// status and the body.
+async fn gql(node: &TestNode, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+    let mut req = http_client()
+        .post(node.url("/graphql"))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_schema_file_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
+    let sdl = taskherd::api::graphql::sdl();
+    if std::env::var_os("TASKHERD_WRITE_SCHEMA").is_some() {
+        std::fs::write(&path, &sdl).unwrap();
+    }
+    let file = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        file == sdl,
+        "schema.graphql is not the served schema: run `TASKHERD_WRITE_SCHEMA=1 cargo test --test it the_schema_file_is_current`"
+    );
+}
+
+const GET_TASKS: &str = r#"
+query GetTasks {
+  aiTasks(
+    filter: { status: QUEUED, priority: HIGH }
+    pagination: { page: 1, limit: 20 }
+  ) {
+    tasks {
+      id
+      taskType
+      status
+      priority
+      createdAt
+      agent {
+        name
+        type
+      }
+    }
+    totalCount
+    pageInfo {
+      hasNextPage
+      currentPage
+      totalPages
+    }
+  }
+}"#;
+
+#[tokio::test]
+async fn queries_answer_what_rest_answers_under_the_same_rules() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let admin = Api::new(&node, admin_token());
+    admin
+        .put(
+            "/api/ai/agents/writer",
+            json!({"name": "Writer", "type": "llm"}),
+        )
+        .await;
+    let alice_token = token("alice", Role::User, None);
+    let alice = Api::new(&node, alice_token.clone());
+    let mut alices = Vec::new();
+    for (agent, priority) in [("writer", "HIGH"), ("writer", "HIGH"), ("reader", "LOW")] {
+        alices.push(
+            alice
+                .create(json!({"agentId": agent, "taskType": "summarise", "inputData": {"n": 1}, "priority": priority}))
+                .await,
+        );
+    }
+    let bobs = Api::new(&node, token("bob", Role::User, None))
+        .create(json!({"agentId": "writer", "taskType": "summarise", "inputData": {}, "priority": "HIGH"}))
+        .await;
+
+    // The seeds' GetTasks, unchanged: alice's two HIGH tasks, newest first,
+    // with their agent resolved.
+    let (status, body) = gql(&node, Some(&alice_token), GET_TASKS, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+    let page = &body["data"]["aiTasks"];
+    let rest = alice
+        .get("/api/ai/tasks?status=QUEUED&priority=HIGH&page=1&limit=20")
+        .await
+        .expect(200);
+    assert_eq!(page["totalCount"], rest["totalCount"]);
+    assert_eq!(page["totalCount"], 2);
+    let ids: Vec<&Value> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    let rest_ids: Vec<&Value> = rest["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert_eq!(ids, rest_ids);
+    assert_eq!(
+        page["tasks"][0]["agent"],
+        json!({"name": "Writer", "type": "llm"})
+    );
+    assert_eq!(page["tasks"][0]["status"], "QUEUED");
+    assert_eq!(page["tasks"][0]["priority"], "HIGH");
+    assert_eq!(page["tasks"][0]["createdAt"], alices[1]["createdAt"]);
+    assert_eq!(
+        page["pageInfo"],
+        json!({"hasNextPage": false, "currentPage": 1, "totalPages": 1})
+    );
+
+    // One task: hers with every field; bob's is null, like a missing one.
+    let one = "query($id: ID!) { aiTask(id: $id) { id agentId inputData ownerId status isTerminal agent { id } } }";
+    let (_, own) = gql(
+        &node,
+        Some(&alice_token),
+        one,
+        json!({"id": alices[2]["id"]}),
+    )
+    .await;
+    let t = &own["data"]["aiTask"];
+    assert_eq!(t["id"], alices[2]["id"]);
+    assert_eq!(t["inputData"], json!({"n": 1}));
+    assert_eq!(t["ownerId"], "alice");
+    assert_eq!(t["isTerminal"], false);
+    assert_eq!(t["agent"], Value::Null, "reader has no agent record");
+    for id in [
+        bobs["id"].clone(),
+        json!("task_01J0000000000000000000000Z"),
+        json!("nope"),
+    ] {
+        let (status, theirs) = gql(&node, Some(&alice_token), one, json!({"id": id})).await;
+        assert_eq!(status, 200);
+        assert_eq!(theirs["data"]["aiTask"], Value::Null, "{theirs}");
+        assert!(theirs["errors"].is_null(), "{theirs}");
+    }
+    // The admin sees bob's.
+    let (_, seen) = gql(&node, Some(&admin_token()), one, json!({"id": bobs["id"]})).await;
+    assert_eq!(seen["data"]["aiTask"]["ownerId"], "bob");
+
+    // Queue status: the REST numbers.
+    let (_, q) = gql(
+        &node,
+        Some(&alice_token),
+        "{ taskQueueStatus { totalTasks queuedTasks queueHealth agents { agentId } } }",
+        json!({}),
+    )
+    .await;
+    let rest = admin.get("/api/ai/tasks/queue/status").await.expect(200);
+    assert_eq!(
+        q["data"]["taskQueueStatus"]["totalTasks"],
+        rest["totalTasks"]
+    );
+    assert_eq!(q["data"]["taskQueueStatus"]["queuedTasks"], 4);
+    assert_eq!(
+        q["data"]["taskQueueStatus"]["queueHealth"],
+        rest["queueHealth"]
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_roles_and_limits_are_those_of_rest() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let q = "{ aiTasks { totalCount } }";
+    let (status, body) = gql(&node, None, q, json!({})).await;
+    assert_eq!((status, code(&body)), (401, "UNAUTHORIZED"), "{body}");
+    assert_eq!(body["errors"][0]["message"], "missing bearer token");
+    let (status, body) = gql(&node, Some("not-a-token"), q, json!({})).await;
+    assert_eq!((status, code(&body)), (401, "UNAUTHORIZED"));
+    // A metrics token reads no tasks: the REST refusal, as a field error.
+    let (status, body) = gql(&node, Some(&token("p", Role::Metrics, None)), q, json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    assert_eq!(body["data"], Value::Null);
+    // A worker lists its agent's tasks only.
+    Api::new(&node, admin_token())
+        .create(json!({"agentId": "writer", "taskType": "t", "inputData": {}}))
+        .await;
+    Api::new(&node, admin_token())
+        .create(json!({"agentId": "reader", "taskType": "t", "inputData": {}}))
+        .await;
+    let (_, body) = gql(
+        &node,
+        Some(&token("w", Role::Worker, Some("writer"))),
+        q,
+        json!({}),
+    )
+    .await;
+    assert_eq!(body["data"]["aiTasks"]["totalCount"], 1);
+    // Bad arguments: the REST validation.
+    let (_, body) = gql(
+        &node,
+        Some(&admin_token()),
+        "{ aiTasks(pagination: {limit: 500}) { totalCount } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    let (_, body) = gql(
+        &node,
+        Some(&admin_token()),
+        "{ aiTasks(filter: {agentId: \"no such/agent\"}) { totalCount } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+
+    // Depth and complexity are limited.
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let (_, body) = gql(&node, Some(&admin_token()), deep, json!({})).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nested too deep"),
+        "{body}"
+    );
+    let wide: String = (0..600)
+        .map(|i| format!("q{i}: taskQueueStatus {{ totalTasks }} "))
+        .collect();
+    let (_, body) = gql(
+        &node,
+        Some(&admin_token()),
+        &format!("{{ {wide} }}"),
+        json!({}),
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too complex"),
+        "{body}"
+    );
+    // Operations are counted by outcome (this test made both kinds).
+    let metrics = Api::new(&node, admin_token())
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for outcome in ["ok", "error"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("taskherd_graphql_operations_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+                    && l.contains("type=\"query\"")
+            })
+            .unwrap_or_else(|| panic!("no {outcome} series: {metrics}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 1.0, "{line}");
+    }
+    node.stop().await;
+}
