@@ -186,6 +186,25 @@ async fn queries_answer_what_rest_answers_under_the_same_rules() {
         q["data"]["taskQueueStatus"]["queueHealth"],
         rest["queueHealth"]
     );
+
+    // Statistics: REST's numbers for the same filter.
+    let (_, st) = gql(
+        &node,
+        Some(&alice_token),
+        "{ taskStatistics(filter: {agentId: \"writer\"}) { totalTasks successRate byAgent { key created } from to } }",
+        json!({}),
+    )
+    .await;
+    let rest = alice
+        .get("/api/ai/tasks/statistics/summary?agentId=writer")
+        .await
+        .expect(200);
+    let st = &st["data"]["taskStatistics"];
+    assert_eq!(st["totalTasks"], rest["totalTasks"], "{st}");
+    assert_eq!(st["totalTasks"], 3);
+    assert_eq!(st["byAgent"], json!([{"key": "writer", "created": 3}]));
+    assert_eq!(st["from"], rest["fromMs"]);
+    assert_eq!(st["to"], rest["toMs"]);
     node.stop().await;
 }
 

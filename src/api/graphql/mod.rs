@@ -3,7 +3,8 @@
 //! policy, error codes (in `extensions.code`) and limits.
 //!
 //! This step serves queries over POST: `aiTask`, `aiTasks`,
-//! `taskQueueStatus` (mutations, subscriptions and GraphiQL follow).
+//! `taskQueueStatus`, `taskStatistics` (mutations, subscriptions and
+//! GraphiQL follow).
 //! The token is the `Authorization: Bearer` header; without a valid one
 //! the request is answered 401 with the error in GraphQL's shape.
 

@@ -1,5 +1,5 @@
-//! Queries: `aiTask`, `aiTasks`, `taskQueueStatus`, over the same service
-//! calls as REST.
+//! Queries: `aiTask`, `aiTasks`, `taskQueueStatus`, `taskStatistics`, over
+//! the same service calls as REST.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,11 +7,12 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    AgentGql, AgentsOnce, AiTask, Pagination, TaskConnection, TaskFilter, TaskQueueStatus,
+    AgentGql, AgentsOnce, AiTask, Pagination, StatisticsFilter, TaskConnection, TaskFilter,
+    TaskQueueStatus, TaskStatistics,
 };
 use super::{caller, service};
 use crate::ids::TaskId;
-use crate::store::ListFilter;
+use crate::store::{ListFilter, StatsFilter};
 
 /// The query root.
 pub(crate) struct Query;
@@ -75,6 +76,28 @@ impl Query {
             .await
             .map_err(super::error)?;
         Ok(status.into())
+    }
+
+    /// Outcomes by agent and task type over whole UTC days (the REST
+    /// statistics; they outlive task cleanup).
+    async fn task_statistics(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<StatisticsFilter>,
+    ) -> Result<TaskStatistics> {
+        let principal = caller(ctx)?;
+        let f = filter.unwrap_or_default();
+        let filter = StatsFilter {
+            agent_id: f.agent_id,
+            task_type: f.task_type,
+            from_ms: f.start_date.map(|t| t.0),
+            to_ms: f.end_date.map(|t| t.0),
+        };
+        let stats = service(ctx)
+            .statistics(principal, &filter)
+            .await
+            .map_err(super::error)?;
+        Ok(stats.into())
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Json, Result, SimpleObject};
 
-use crate::store::{Agent, QueueHealth, QueueStatus, TaskPage};
+use crate::store::{Agent, Breakdown, QueueHealth, QueueStatus, Statistics, TaskPage};
 use crate::task::{Priority, Task, TaskStatus};
 
 /// A whole number beyond GraphQL's 32-bit `Int`, as a JSON number.
@@ -432,6 +432,107 @@ impl From<QueueStatus> for TaskQueueStatus {
                 QueueHealth::Critical => QueueHealthGql::Critical,
             },
             timestamp: ms(q.timestamp),
+        }
+    }
+}
+
+/// Which outcomes `taskStatistics` counts.
+#[derive(Clone, Debug, Default, InputObject)]
+#[graphql(name = "TaskStatisticsFilter")]
+pub(super) struct StatisticsFilter {
+    /// Only this agent.
+    pub(super) agent_id: Option<String>,
+    /// Only this task type.
+    pub(super) task_type: Option<String>,
+    /// A time in the first day (default 29 days before endDate; at most
+    /// 366 days are counted, the latest).
+    pub(super) start_date: Option<Timestamp>,
+    /// A time in the last day (default now).
+    pub(super) end_date: Option<Timestamp>,
+}
+
+/// Outcome counts of one agent or task type.
+#[derive(Clone, Debug, SimpleObject)]
+#[graphql(name = "TaskBreakdown")]
+pub(super) struct BreakdownGql {
+    /// The agent or task type.
+    key: String,
+    created: u64,
+    completed: u64,
+    failed: u64,
+    cancelled: u64,
+    timeout: u64,
+}
+
+fn breakdowns(map: std::collections::BTreeMap<String, Breakdown>) -> Vec<BreakdownGql> {
+    map.into_iter()
+        .map(|(key, b)| BreakdownGql {
+            key,
+            created: b.created,
+            completed: b.completed,
+            failed: b.failed,
+            cancelled: b.cancelled,
+            timeout: b.timeout,
+        })
+        .collect()
+}
+
+/// Outcomes over whole UTC days (the REST `Statistics`; outlives cleanup).
+#[derive(Clone, Debug, SimpleObject)]
+pub(super) struct TaskStatistics {
+    /// Tasks created in the range.
+    total_tasks: u64,
+    completed_tasks: u64,
+    failed_tasks: u64,
+    cancelled_tasks: u64,
+    timeout_tasks: u64,
+    /// Retries scheduled (automatic).
+    retries: u64,
+    /// completed / (completed + failed + timeout), in percent.
+    success_rate: f64,
+    /// Mean duration of completed attempts (ms).
+    average_duration_ms: Option<f64>,
+    /// 95th percentile duration of completed attempts (ms, bucket bound).
+    p95_duration_ms: Option<Long>,
+    /// Sum of actualCost.
+    total_cost: f64,
+    /// Mean actualCost of tasks that reported one.
+    average_cost: Option<f64>,
+    /// Mean qualityScore of tasks that reported one.
+    average_quality: Option<f64>,
+    tokens_in: Long,
+    tokens_out: Long,
+    /// Per agent.
+    by_agent: Vec<BreakdownGql>,
+    /// Per task type.
+    by_task_type: Vec<BreakdownGql>,
+    /// First UTC day counted (ms at 00:00).
+    from: Timestamp,
+    /// Last UTC day counted (ms at 00:00).
+    to: Timestamp,
+}
+
+impl From<Statistics> for TaskStatistics {
+    fn from(s: Statistics) -> Self {
+        Self {
+            total_tasks: s.total_tasks,
+            completed_tasks: s.completed_tasks,
+            failed_tasks: s.failed_tasks,
+            cancelled_tasks: s.cancelled_tasks,
+            timeout_tasks: s.timeout_tasks,
+            retries: s.retries,
+            success_rate: s.success_rate,
+            average_duration_ms: s.average_duration_ms,
+            p95_duration_ms: s.p95_duration_ms.map(long),
+            total_cost: s.total_cost,
+            average_cost: s.average_cost,
+            average_quality: s.average_quality,
+            tokens_in: long(s.tokens_in),
+            tokens_out: long(s.tokens_out),
+            by_agent: breakdowns(s.by_agent),
+            by_task_type: breakdowns(s.by_task_type),
+            from: ms(s.from_ms),
+            to: ms(s.to_ms),
         }
     }
 }
