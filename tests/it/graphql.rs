@@ -306,3 +306,106 @@ async fn tokens_roles_and_limits_are_those_of_rest() {
     }
     node.stop().await;
 }
+
+const CREATE_TASK: &str = r#"
+mutation CreateTask {
+  createAITask(input: {
+    agentId: "agent_123"
+    taskType: "translation"
+    inputData: { text: "Hello", targetLanguage: "sw" }
+    priority: NORMAL
+  }) {
+    id
+    status
+    taskType
+  }
+}"#;
+
+#[tokio::test]
+async fn submitters_mutations_change_what_rest_shows() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let alice_token = token("alice", Role::User, None);
+    let alice = Api::new(&node, alice_token.clone());
+
+    // The seeds' CreateTask, unchanged.
+    let (status, body) = gql(&node, Some(&alice_token), CREATE_TASK, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let created = &body["data"]["createAITask"];
+    assert_eq!(created["status"], "QUEUED", "{body}");
+    assert_eq!(created["taskType"], "translation");
+    let id = created["id"].as_str().unwrap().to_string();
+    let rest = alice.get(&format!("/api/ai/tasks/{id}")).await.expect(200);
+    assert_eq!(
+        rest["inputData"],
+        json!({"text": "Hello", "targetLanguage": "sw"})
+    );
+    assert_eq!(rest["ownerId"], "alice");
+
+    // Cancel and retry, as REST does them.
+    let cancel = "mutation($id: ID!) { cancelAITask(id: $id) { id status } }";
+    let retry = "mutation($id: ID!) { retryAITask(id: $id) { id status retryCount } }";
+    let (_, body) = gql(&node, Some(&alice_token), cancel, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["cancelAITask"]["status"], "CANCELLED",
+        "{body}"
+    );
+    let (_, body) = gql(&node, Some(&alice_token), cancel, json!({"id": id})).await;
+    assert_eq!(code(&body), "ALREADY_TERMINAL", "{body}");
+    let (_, body) = gql(&node, Some(&alice_token), retry, json!({"id": id})).await;
+    assert_eq!(body["data"]["retryAITask"]["status"], "QUEUED", "{body}");
+    assert_eq!(
+        alice.get(&format!("/api/ai/tasks/{id}")).await.expect(200)["status"],
+        "QUEUED"
+    );
+
+    // Another user's task is not found, like a missing one; a worker may
+    // not create.
+    let bob_token = token("bob", Role::User, None);
+    for missing in [id.as_str(), "task_01J0000000000000000000000Z", "nope"] {
+        let (_, body) = gql(&node, Some(&bob_token), cancel, json!({"id": missing})).await;
+        assert_eq!(code(&body), "TASK_NOT_FOUND", "{body}");
+    }
+    let (_, body) = gql(
+        &node,
+        Some(&token("w", Role::Worker, Some("x"))),
+        CREATE_TASK,
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+
+    // A batch is all or nothing; a refusal names each bad item.
+    let batch = "mutation($inputs: [CreateAITaskInput!]!) { createAITasksBatch(inputs: $inputs) { createdCount existingCount tasks { id agentId } } }";
+    let good = json!({"agentId": "writer", "taskType": "t"});
+    let bad = json!({"agentId": "no such/agent", "taskType": "t"});
+    let before = alice.get("/api/ai/tasks").await.expect(200)["totalCount"].clone();
+    let (_, body) = gql(
+        &node,
+        Some(&alice_token),
+        batch,
+        json!({"inputs": [good, bad]}),
+    )
+    .await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["details"]["items"][0]["index"], 1,
+        "{body}"
+    );
+    assert_eq!(
+        alice.get("/api/ai/tasks").await.expect(200)["totalCount"],
+        before
+    );
+    let (_, body) = gql(
+        &node,
+        Some(&alice_token),
+        batch,
+        json!({"inputs": [good, good]}),
+    )
+    .await;
+    let result = &body["data"]["createAITasksBatch"];
+    assert_eq!(result["createdCount"], 2, "{body}");
+    assert_eq!(result["existingCount"], 0);
+    assert_eq!(result["tasks"][1]["agentId"], "writer");
+    node.stop().await;
+}

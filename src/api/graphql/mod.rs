@@ -2,18 +2,20 @@
 //! adapter over the same [`Queue`] calls as REST, with the same access
 //! policy, error codes (in `extensions.code`) and limits.
 //!
-//! This step serves queries over POST: `aiTask`, `aiTasks`,
-//! `taskQueueStatus`, `taskStatistics` (mutations, subscriptions and
-//! GraphiQL follow).
+//! This step serves over POST the queries `aiTask`, `aiTasks`,
+//! `taskQueueStatus`, `taskStatistics` and the submitters' mutations
+//! `createAITask`, `createAITasksBatch`, `cancelAITask`, `retryAITask` (the
+//! worker and admin mutations, subscriptions and GraphiQL follow).
 //! The token is the `Authorization: Bearer` header; without a valid one
 //! the request is answered 401 with the error in GraphQL's shape.
 
+mod mutation;
 mod query;
 mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, ErrorExtensions, Schema};
+use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
 use async_graphql_poem::{GraphQLRequest, GraphQLResponse};
 use poem::web::Data;
 use poem::{IntoResponse, Response, handler};
@@ -31,11 +33,11 @@ pub const MAX_DEPTH: usize = 10;
 pub const MAX_COMPLEXITY: usize = 1_000;
 
 /// The schema.
-pub(crate) type TaskSchema = Schema<query::Query, EmptyMutation, EmptySubscription>;
+pub(crate) type TaskSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
 
 /// The schema with its limits; the queue comes with each request.
 pub(crate) fn schema() -> TaskSchema {
-    Schema::build(query::Query, EmptyMutation, EmptySubscription)
+    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()
@@ -58,7 +60,14 @@ fn service<'a>(ctx: &async_graphql::Context<'a>) -> &'a Queue {
 /// `extensions.code`, the REST message, no internal cause.
 fn error(e: crate::Error) -> async_graphql::Error {
     let api = ApiError::from(e);
-    async_graphql::Error::new(api.message.clone()).extend_with(|_, ext| ext.set("code", api.code))
+    async_graphql::Error::new(api.message.clone()).extend_with(|_, ext| {
+        ext.set("code", api.code);
+        if let Some(details) = &api.details
+            && let Ok(v) = async_graphql::Value::from_json(details.clone())
+        {
+            ext.set("details", v);
+        }
+    })
 }
 
 /// `POST /graphql`.
@@ -93,9 +102,9 @@ pub(super) async fn post(
         .data(principal)
         .data(state.queue.clone())
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
+    let kind = operation_kind(&request);
     let response = schema.execute(request).await;
-    // Queries only so far: every operation is one.
-    crate::metrics::graphql_operation("query", response.is_ok());
+    crate::metrics::graphql_operation(kind, response.is_ok());
     GraphQLResponse(response).into_response()
 }
 
@@ -106,4 +115,26 @@ fn refusal(e: &ApiError) -> Response {
         "errors": [{"message": e.message, "extensions": {"code": e.code}}]
     });
     poem::web::Json(body).with_status(e.status).into_response()
+}
+
+/// Whether a request is a query or a mutation (for the metrics; a request
+/// that does not parse counts as a query).
+fn operation_kind(request: &async_graphql::Request) -> &'static str {
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return "query";
+    };
+    let operation = match (&request.operation_name, &doc.operations) {
+        (_, async_graphql::parser::types::DocumentOperations::Single(op)) => Some(&op.node),
+        (Some(name), async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
+            ops.get(name.as_str()).map(|op| &op.node)
+        }
+        (None, async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
+            ops.values().next().map(|op| &op.node)
+        }
+    };
+    match operation.map(|op| op.ty) {
+        Some(async_graphql::parser::types::OperationType::Mutation) => "mutation",
+        Some(async_graphql::parser::types::OperationType::Subscription) => "subscription",
+        _ => "query",
+    }
 }
