@@ -97,12 +97,12 @@ pub(super) async fn post(
     {
         return e.to_response();
     }
-    let request = req
+    let mut request = req
         .0
         .data(principal)
         .data(state.queue.clone())
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
-    let kind = operation_kind(&request);
+    let kind = operation_kind(&mut request);
     let response = schema.execute(request).await;
     crate::metrics::graphql_operation(kind, response.is_ok());
     GraphQLResponse(response).into_response()
@@ -117,24 +117,25 @@ fn refusal(e: &ApiError) -> Response {
     poem::web::Json(body).with_status(e.status).into_response()
 }
 
-/// Whether a request is a query or a mutation (for the metrics; a request
-/// that does not parse counts as a query).
-fn operation_kind(request: &async_graphql::Request) -> &'static str {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+/// Whether a request is a query or a mutation (for the metrics). The
+/// parsed document stays in the request: the schema does not parse it
+/// again. A request that does not parse counts as a query.
+fn operation_kind(request: &mut async_graphql::Request) -> &'static str {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
         return "query";
     };
-    let operation = match (&request.operation_name, &doc.operations) {
-        (_, async_graphql::parser::types::DocumentOperations::Single(op)) => Some(&op.node),
-        (Some(name), async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
-            ops.get(name.as_str()).map(|op| &op.node)
+    let ty = match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => {
+            ops.get(name.as_str()).map(|op| op.node.ty)
         }
-        (None, async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
-            ops.values().next().map(|op| &op.node)
-        }
+        (DocumentOperations::Multiple(ops), None) => ops.values().next().map(|op| op.node.ty),
     };
-    match operation.map(|op| op.ty) {
-        Some(async_graphql::parser::types::OperationType::Mutation) => "mutation",
-        Some(async_graphql::parser::types::OperationType::Subscription) => "subscription",
+    match ty {
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
         _ => "query",
     }
 }

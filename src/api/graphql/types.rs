@@ -52,7 +52,11 @@ fn long(v: u64) -> Long {
 
 /// A task's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[graphql(name = "TaskStatus", rename_items = "SCREAMING_SNAKE_CASE")]
+#[graphql(
+    name = "TaskStatus",
+    rename_items = "SCREAMING_SNAKE_CASE",
+    remote = "TaskStatus"
+)]
 pub(super) enum TaskStatusGql {
     Queued,
     Processing,
@@ -62,62 +66,18 @@ pub(super) enum TaskStatusGql {
     Timeout,
 }
 
-impl From<TaskStatus> for TaskStatusGql {
-    fn from(s: TaskStatus) -> Self {
-        match s {
-            TaskStatus::Queued => Self::Queued,
-            TaskStatus::Processing => Self::Processing,
-            TaskStatus::Completed => Self::Completed,
-            TaskStatus::Failed => Self::Failed,
-            TaskStatus::Cancelled => Self::Cancelled,
-            TaskStatus::Timeout => Self::Timeout,
-        }
-    }
-}
-
-impl From<TaskStatusGql> for TaskStatus {
-    fn from(s: TaskStatusGql) -> Self {
-        match s {
-            TaskStatusGql::Queued => Self::Queued,
-            TaskStatusGql::Processing => Self::Processing,
-            TaskStatusGql::Completed => Self::Completed,
-            TaskStatusGql::Failed => Self::Failed,
-            TaskStatusGql::Cancelled => Self::Cancelled,
-            TaskStatusGql::Timeout => Self::Timeout,
-        }
-    }
-}
-
 /// A task's claim priority: URGENT > HIGH > NORMAL > LOW.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[graphql(name = "TaskPriority", rename_items = "SCREAMING_SNAKE_CASE")]
+#[graphql(
+    name = "TaskPriority",
+    rename_items = "SCREAMING_SNAKE_CASE",
+    remote = "Priority"
+)]
 pub(super) enum PriorityGql {
     Urgent,
     High,
     Normal,
     Low,
-}
-
-impl From<Priority> for PriorityGql {
-    fn from(p: Priority) -> Self {
-        match p {
-            Priority::Urgent => Self::Urgent,
-            Priority::High => Self::High,
-            Priority::Normal => Self::Normal,
-            Priority::Low => Self::Low,
-        }
-    }
-}
-
-impl From<PriorityGql> for Priority {
-    fn from(p: PriorityGql) -> Self {
-        match p {
-            PriorityGql::Urgent => Self::Urgent,
-            PriorityGql::High => Self::High,
-            PriorityGql::Normal => Self::Normal,
-            PriorityGql::Low => Self::Low,
-        }
-    }
 }
 
 /// What a handler reported about its run.
@@ -359,7 +319,7 @@ impl From<TaskPage> for TaskConnection {
 
 /// The queue's health by its oldest wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[graphql(rename_items = "lowercase")]
+#[graphql(rename_items = "lowercase", remote = "QueueHealth")]
 pub(super) enum QueueHealthGql {
     Healthy,
     Warning,
@@ -426,11 +386,7 @@ impl From<QueueStatus> for TaskQueueStatus {
                 })
                 .collect(),
             oldest_waiting_ms: q.oldest_waiting_ms.map(Long),
-            queue_health: match q.queue_health {
-                QueueHealth::Healthy => QueueHealthGql::Healthy,
-                QueueHealth::Warning => QueueHealthGql::Warning,
-                QueueHealth::Critical => QueueHealthGql::Critical,
-            },
+            queue_health: q.queue_health.into(),
             timestamp: ms(q.timestamp),
         }
     }

@@ -9,11 +9,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::watch;
 
-use super::session::{self, AGENT, STATUS, Session};
+use super::session::{self, Session};
 use super::wire::{self, Payloads, names};
 use super::{Registry, RoomKey, Shared};
 use crate::api::error::ApiError;
-use crate::auth::TaskRef;
 use crate::events::{Delivery, Event, EventId};
 use crate::task::Task;
 
@@ -29,13 +28,6 @@ const MAX_REPLAY: usize = 20_000;
 /// The smallest client buffer: one batch's messages (up to three per
 /// event) must fit.
 pub(super) const MIN_CLIENT_BUFFER: usize = 3 * BATCH;
-
-fn task_ref(e: &Event) -> TaskRef<'_> {
-    TaskRef {
-        owner_id: e.owner_id.as_deref(),
-        agent_id: &e.agent_id,
-    }
-}
 
 /// Follows the hub while the node has clients, and fans events out.
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -66,6 +58,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
         };
         *shared.gate.lock().await = Some(sub.position());
+        // Wakes subscribers and replays waiting for the fan-out to follow.
+        shared.changed.notify_waiters();
         loop {
             let changed = shared.changed.notified();
             if shared.registry().sessions.is_empty() {
@@ -77,14 +71,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
             let first = tokio::select! {
                 d = sub.next() => d,
-                _ = changed => {
-                    let mut gate = shared.gate.lock().await;
-                    if shared.registry().sessions.is_empty() {
-                        *gate = None;
-                        break;
-                    }
-                    continue;
-                }
+                // The loop's top sees whether anyone is left.
+                _ = changed => continue,
                 _ = stopped(&mut stop) => return,
             };
             // The hub stopped: the node is shutting down.
@@ -136,30 +124,24 @@ fn resync_all(shared: &Shared) {
     }
 }
 
-/// Who gets `e`, with which messages (the live counterpart of
-/// [`session::flags_for`], from the rooms' side).
+/// Who gets `e`, with which messages: the members of the rooms it could
+/// concern, each judged by [`Session::flags`] (the rule the replay uses).
 fn targets(registry: &Registry, e: &Event) -> Vec<(Arc<Session>, u8)> {
-    let mut out: HashMap<u64, (Arc<Session>, u8)> = HashMap::new();
-    let mut add = |s: &Arc<Session>, flag: u8| {
-        out.entry(s.key).or_insert_with(|| (s.clone(), 0)).1 |= flag;
-    };
-    // A task room was allowed when joined: its task's owner and agent do
-    // not change.
-    for s in registry.members(&RoomKey::Task(e.task_id.clone())) {
-        add(s, STATUS);
-    }
-    let task = task_ref(e);
-    for s in registry.members(&RoomKey::Tasks) {
-        if s.sees(task) {
-            add(s, STATUS);
-        }
-    }
-    for s in registry.members(&RoomKey::Agent(e.agent_id.clone())) {
-        if s.sees(task) {
-            add(s, AGENT);
-        }
-    }
-    out.into_values().collect()
+    let rooms = [
+        RoomKey::Task(e.task_id.clone()),
+        RoomKey::Tasks,
+        RoomKey::Agent(e.agent_id.clone()),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    rooms
+        .iter()
+        .flat_map(|room| registry.members(room))
+        .filter(|s| seen.insert(s.key))
+        .filter_map(|s| {
+            let flags = s.flags(e);
+            (flags != 0).then(|| (s.clone(), flags))
+        })
+        .collect()
 }
 
 /// Sends `events` (in order) to their clients; `gate` ends at the last.
@@ -238,6 +220,9 @@ async fn records(
 pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: EventId) {
     // Where the fan-out's dispatch stands: events after it reach this
     // client through the fan-out (held back until the replay is done).
+    // The fan-out notifies `changed` when it starts following, a client's
+    // disconnect when it leaves.
+    let mut stop = shared.stop.subscribe();
     let until = loop {
         let changed = shared.changed.notified();
         if let Some(p) = *shared.gate.lock().await {
@@ -248,12 +233,11 @@ pub(super) async fn replay(shared: &Arc<Shared>, session: &Arc<Session>, after: 
         }
         tokio::select! {
             _ = changed => {}
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = stopped(&mut stop) => return,
         }
     };
     let rooms = session::rooms_of(session);
     let mut cursor = after;
-    let mut stop = shared.stop.subscribe();
     let mut wait = Duration::from_millis(50);
     let mut read = 0;
     // At least one read: an id ahead of everything the stream held (another
@@ -421,7 +405,6 @@ pub(super) async fn following(shared: &Shared) {
         }
         tokio::select! {
             _ = changed => {}
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
             _ = tokio::time::sleep_until(until) => return,
         }
     }

@@ -133,6 +133,12 @@ impl Session {
         !self.socket.connected() && self.admitted.elapsed() > STALE_AFTER
     }
 
+    /// What `event` gives this client by the rooms it follows now
+    /// ([`flags_for`]).
+    pub(super) fn flags(&self, event: &crate::events::Event) -> u8 {
+        flags_for(&self.state().rooms, self, event)
+    }
+
     /// Sends one event's messages (`flags`: [`STATUS`], [`AGENT`]), or
     /// holds them while the client replays.
     pub(super) fn deliver(&self, p: &Arc<Payloads>, flags: u8) -> Result<(), Refused> {
@@ -161,7 +167,7 @@ impl Session {
             sent.push((names::TASK_STATUS, &p.status));
         }
         if flags & AGENT != 0 {
-            sent.push((names::AGENT_TASK_UPDATE, &p.agent));
+            sent.push((names::AGENT_TASK_UPDATE, &p.status));
         }
         if let Some(failed) = &p.failed {
             sent.push((names::TASK_FAILED, failed));

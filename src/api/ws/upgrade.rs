@@ -77,23 +77,22 @@ fn wants_websocket(req: &Request) -> bool {
 /// `transport=websocket`): checked before answering 101, because
 /// socketioxide checks it only once the connection is ours.
 fn valid_ws_query(req: &Request) -> Result<(), &'static str> {
-    let query = req.uri().query().unwrap_or("");
-    let mut eio = None;
-    let mut transport = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("EIO", v)) => eio = Some(v),
-            Some(("transport", v)) => transport = Some(v),
-            _ => {}
-        }
-    }
-    if eio != Some("4") {
+    if query_param(req, "EIO") != Some("4") {
         return Err("Socket.IO v4 clients only (EIO=4)");
     }
-    if transport != Some("websocket") {
+    if query_param(req, "transport") != Some("websocket") {
         return Err("a WebSocket upgrade needs transport=websocket");
     }
     Ok(())
+}
+
+/// The value of `key` in the request's query.
+fn query_param<'a>(req: &'a Request, key: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
 }
 
 impl Endpoint for Transport {
@@ -102,12 +101,7 @@ impl Endpoint for Transport {
     async fn call(&self, req: Request) -> poem::Result<Response> {
         // A draining node takes no new connection: an HTTP error, which
         // Socket.IO clients retry (a connect_error they would not).
-        let new_session = !req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .any(|p| p.starts_with("sid="));
+        let new_session = query_param(&req, "sid").is_none();
         if new_session && self.closing.load(Ordering::SeqCst) {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

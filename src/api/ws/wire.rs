@@ -57,10 +57,8 @@ pub(super) fn is_failure(kind: EventKind) -> bool {
 pub(super) struct Payloads {
     /// The event.
     pub(super) event: Arc<Event>,
-    /// `task:status`.
+    /// `task:status`, and `agent:task:update` (the same fields).
     pub(super) status: Value,
-    /// `agent:task:update`.
-    pub(super) agent: Value,
     /// `task:failed`, for failures.
     pub(super) failed: Option<Value>,
 }
@@ -75,7 +73,7 @@ impl Payloads {
             .and_then(|t| TaskBody::from(t).to_json())
             .unwrap_or(Value::Null);
         let e = &*event;
-        let common = json!({
+        let status = json!({
             "taskId": e.task_id,
             "agentId": e.agent_id,
             "taskType": e.task_type,
@@ -84,13 +82,8 @@ impl Payloads {
             "event": e.kind.as_str(),
             "eventId": e.id.to_string(),
             "timestamp": e.at_ms,
+            "task": task,
         });
-        let with_task = |mut v: Value| {
-            if let Some(o) = v.as_object_mut() {
-                o.insert("task".into(), task.clone());
-            }
-            v
-        };
         let failed = is_failure(e.kind).then(|| {
             json!({
                 "taskId": e.task_id,
@@ -108,8 +101,7 @@ impl Payloads {
             })
         });
         Self {
-            status: with_task(common.clone()),
-            agent: with_task(common),
+            status,
             failed,
             event,
         }
