@@ -58,6 +58,12 @@ pub mod names {
     pub const HTTP_DURATION: &str = "taskherd_http_request_duration_seconds";
     /// Counter: GraphQL operations.
     pub const GRAPHQL_OPERATIONS: &str = "taskherd_graphql_operations_total";
+    /// Histogram: GraphQL query and mutation duration.
+    pub const GRAPHQL_DURATION: &str = "taskherd_graphql_operation_duration_seconds";
+    /// Gauge: GraphQL subscriptions open on this node, by field.
+    pub const GRAPHQL_SUBSCRIPTIONS: &str = "taskherd_graphql_subscriptions";
+    /// Gauge: GraphQL WebSocket connections open on this node.
+    pub const GRAPHQL_CONNECTIONS: &str = "taskherd_graphql_connections";
     /// Gauge: open WebSocket connections.
     pub const WS_CONNECTIONS: &str = "taskherd_websocket_connections";
     /// Counter: WebSocket messages.
@@ -97,7 +103,7 @@ pub mod names {
     pub const QUEUE_READ_OK: &str = "taskherd_queue_read_ok";
 
     /// Every metric this crate exports (the README's table lists them too).
-    pub const ALL: [&str; 35] = [
+    pub const ALL: [&str; 38] = [
         TASKS_CREATED,
         TASKS_STARTED,
         TASKS_COMPLETED,
@@ -115,6 +121,9 @@ pub mod names {
         HTTP_REQUESTS,
         HTTP_DURATION,
         GRAPHQL_OPERATIONS,
+        GRAPHQL_DURATION,
+        GRAPHQL_SUBSCRIPTIONS,
+        GRAPHQL_CONNECTIONS,
         WS_CONNECTIONS,
         WS_MESSAGES,
         WS_SUBSCRIPTIONS,
@@ -162,6 +171,9 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), FAST_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(GRAPHQL_DURATION.into()), FAST_BUCKETS)
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(SCRIPT_DURATION.into()), FAST_BUCKETS)
@@ -227,7 +239,23 @@ fn describe() {
         metrics::Unit::Seconds,
         "HTTP request duration (operation, method)"
     );
-    describe_counter!(GRAPHQL_OPERATIONS, "GraphQL operations (type, outcome)");
+    describe_counter!(
+        GRAPHQL_OPERATIONS,
+        "GraphQL operations (type=query|mutation|subscription, outcome=ok|error|internal: error = refused for the caller's input, rights or the task's state, internal = failed by the node or Redis); a subscription counts when it opens or is refused"
+    );
+    describe_histogram!(
+        GRAPHQL_DURATION,
+        metrics::Unit::Seconds,
+        "GraphQL query and mutation duration, parse to response (type)"
+    );
+    describe_gauge!(
+        GRAPHQL_SUBSCRIPTIONS,
+        "GraphQL subscriptions open on this node (field=aiTaskStatusChanged|taskQueueUpdated)"
+    );
+    describe_gauge!(
+        GRAPHQL_CONNECTIONS,
+        "GraphQL WebSocket connections open on this node"
+    );
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
     describe_counter!(
         WS_MESSAGES,
@@ -240,7 +268,7 @@ fn describe() {
     describe_counter!(WS_EVENTS_SENT, "Socket.IO events sent (event)");
     describe_counter!(
         WS_EVENTS_DROPPED,
-        "Socket.IO events clients missed and were told to resync for, or lost when cut off (reason=lagged|trimmed|slow)"
+        "Feed events clients missed and were told to resync for, or lost when cut off (reason=lagged|trimmed|slow: Socket.IO; graphql: GraphQL subscriptions that fell behind and ended)"
     );
     describe_counter!(
         WS_SLOW_CLIENTS,
@@ -294,14 +322,22 @@ fn describe() {
         counter!(SCRIPT_ERRORS, "script" => name).absolute(0);
     }
     // Series of layers that count later (GraphQL, WebSocket) exist from the start.
-    counter!(GRAPHQL_OPERATIONS, "type" => "query", "outcome" => "ok").absolute(0);
+    for kind in ["query", "mutation", "subscription"] {
+        for outcome in ["ok", "error", "internal"] {
+            counter!(GRAPHQL_OPERATIONS, "type" => kind, "outcome" => outcome).absolute(0);
+        }
+    }
+    for field in ["aiTaskStatusChanged", "taskQueueUpdated"] {
+        gauge!(GRAPHQL_SUBSCRIPTIONS, "field" => field).set(0.0);
+    }
+    gauge!(GRAPHQL_CONNECTIONS).set(0.0);
     gauge!(WS_CONNECTIONS).set(0.0);
     counter!(WS_MESSAGES, "direction" => "in").absolute(0);
     counter!(WS_MESSAGES, "direction" => "out").absolute(0);
     for room in ["task", "agent", "queue", "tasks"] {
         gauge!(WS_SUBSCRIPTIONS, "room" => room).set(0.0);
     }
-    for reason in ["lagged", "trimmed", "slow"] {
+    for reason in ["lagged", "trimmed", "slow", "graphql"] {
         counter!(WS_EVENTS_DROPPED, "reason" => reason).absolute(0);
     }
     for event in [
@@ -495,6 +531,11 @@ pub(crate) fn feed_dropped(reason: &'static str) {
     counter!(WS_EVENTS_DROPPED, "reason" => reason).increment(1);
 }
 
+/// A GraphQL subscription ended for falling `missed` changes behind.
+pub(crate) fn graphql_subscription_cut(missed: u64) {
+    counter!(WS_EVENTS_DROPPED, "reason" => "graphql").increment(missed);
+}
+
 /// A Socket.IO client cut off for falling behind.
 pub(crate) fn feed_cut_off() {
     counter!(WS_SLOW_CLIENTS).increment(1);
@@ -506,8 +547,21 @@ pub(crate) fn feed_refused(limit: &'static str) {
     counter!(WS_REFUSED, "limit" => limit).increment(1);
 }
 
-/// A GraphQL operation answered (`kind`: query, mutation, subscription).
-pub(crate) fn graphql_operation(kind: &'static str, ok: bool) {
-    let outcome = if ok { "ok" } else { "error" };
+/// A GraphQL operation answered (`kind`: query, mutation, subscription),
+/// and for queries and mutations how long it took.
+pub(crate) fn graphql_operation(kind: &'static str, outcome: &'static str, took: Option<Duration>) {
     counter!(GRAPHQL_OPERATIONS, "type" => kind, "outcome" => outcome).increment(1);
+    if let Some(took) = took {
+        histogram!(GRAPHQL_DURATION, "type" => kind).record(took.as_secs_f64());
+    }
+}
+
+/// GraphQL subscriptions of `field` opened (+1) or closed (-1).
+pub(crate) fn graphql_subscriptions(field: &'static str, delta: f64) {
+    gauge!(GRAPHQL_SUBSCRIPTIONS, "field" => field).increment(delta);
+}
+
+/// GraphQL WebSocket connections opened (+1) or closed (-1).
+pub(crate) fn graphql_connections(delta: f64) {
+    gauge!(GRAPHQL_CONNECTIONS).increment(delta);
 }

@@ -206,6 +206,7 @@ pub async fn run(
         config.api.feed.clone(),
         config.api.cors_origins.clone(),
     );
+    let graphql = api::graphql::Live::start(queue.clone(), hub.clone(), config.api.feed.clone());
     gate.open(
         Arc::new(AppState {
             queue: queue.clone(),
@@ -218,6 +219,7 @@ pub async fn run(
             },
             config: config.api.clone(),
             feed: feed.clone(),
+            graphql: graphql.clone(),
         }),
         feed_endpoint,
     );
@@ -236,6 +238,8 @@ pub async fn run(
     queue.begin_draining();
     // Socket.IO clients are told why, then reconnect (to another node).
     feed.close().await;
+    // GraphQL WebSocket clients are closed with NODE_DRAINING, and reconnect.
+    graphql.close();
     if let Some(task) = worker_task
         && let Ok(Err(e)) = task.await
     {

@@ -48,8 +48,10 @@ pub struct ApiConfig {
     /// cross-origin access. The Socket.IO feed admits the same browser
     /// origins.
     pub cors_origins: Vec<String>,
-    /// The Socket.IO feed's limits.
+    /// The Socket.IO feed's limits (GraphQL's WebSocket has the same).
     pub feed: ws::FeedConfig,
+    /// GraphQL's settings.
+    pub graphql: graphql::GraphqlConfig,
 }
 
 /// Default request body limit: 2 MiB (a 1 MiB inputData plus JSON escaping).
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             rate_limit_per_s: DEFAULT_RATE_LIMIT_PER_S,
             cors_origins: Vec::new(),
             feed: ws::FeedConfig::default(),
+            graphql: graphql::GraphqlConfig::default(),
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct AppState {
     pub config: ApiConfig,
     /// The Socket.IO feed (health reports its clients).
     pub feed: ws::Feed,
+    /// GraphQL subscriptions' follower of the event hub.
+    pub graphql: graphql::Live,
 }
 
 /// The node an HTTP server runs in.
@@ -171,10 +176,7 @@ impl Gate {
     pub fn open(&self, state: Arc<AppState>, feed: impl Endpoint<Output = Response> + 'static) {
         let apis = Route::new()
             .nest_no_strip(ws::PATH, feed)
-            .at(
-                graphql::PATH,
-                poem::post(graphql::post).data(graphql::schema()),
-            )
+            .nest_no_strip(graphql::PATH, graphql::routes(&state))
             .nest("/", rest::openapi())
             .data(state)
             .catch_all_error(|e| async move { error::render(e) })

@@ -409,3 +409,218 @@ async fn submitters_mutations_change_what_rest_shows() {
     assert_eq!(result["tasks"][1]["agentId"], "writer");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn workers_and_admins_mutations_keep_the_lease_fence() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    let admin = Api::new(&node, admin_token());
+    let worker = token("w1", Role::Worker, Some("writer"));
+    let other_worker = token("w2", Role::Worker, Some("reader"));
+    let user = token("alice", Role::User, None);
+    let create = |max_retries: u32| json!({"agentId": "writer", "taskType": "t", "inputData": {"n": 1}, "maxRetries": max_retries});
+    let id = admin.create(create(3)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = "mutation($id: ID!, $lease: Long) { startTaskProcessing(id: $id, leaseMs: $lease) { id status workerId leaseToken leaseUntil } }";
+
+    // Only a worker of the task's agent (or an admin) runs it; another
+    // agent's worker finds nothing, a user may not run tasks.
+    let (_, body) = gql(&node, Some(&other_worker), start, json!({"id": id})).await;
+    assert_eq!(code(&body), "TASK_NOT_FOUND", "{body}");
+    let (_, body) = gql(&node, Some(&user), start, json!({"id": id})).await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id, "lease": 10})).await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        start,
+        json!({"id": id, "lease": 5000}),
+    )
+    .await;
+    let started = &body["data"]["startTaskProcessing"];
+    assert_eq!(started["status"], "PROCESSING", "{body}");
+    assert_eq!(started["workerId"], "w1");
+    let lease = started["leaseToken"].as_str().unwrap().to_string();
+    assert!(!lease.is_empty());
+    // The token travels only in startTaskProcessing's answer.
+    let (_, body) = gql(
+        &node,
+        Some(&admin_token()),
+        "query($id: ID!) { aiTask(id: $id) { status leaseToken } }",
+        json!({"id": id}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["aiTask"],
+        json!({"status": "PROCESSING", "leaseToken": null})
+    );
+    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
+    assert_eq!(code(&body), "TASK_NOT_READY", "{body}");
+
+    let heartbeat = "mutation($id: ID!, $token: String!, $lease: Long) { heartbeatTask(id: $id, token: $token, leaseMs: $lease) { held leaseMs } }";
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        heartbeat,
+        json!({"id": id, "token": lease, "lease": 8000}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["heartbeatTask"],
+        json!({"held": true, "leaseMs": 8000}),
+        "{body}"
+    );
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        heartbeat,
+        json!({"id": id, "token": "stale"}),
+    )
+    .await;
+    assert_eq!(code(&body), "LEASE_MISMATCH", "{body}");
+
+    // A stale token completes nothing; the current one stores the result.
+    let complete = "mutation($id: ID!, $token: String!, $out: JSON, $m: TaskMetricsInput, $cost: Float) { completeTask(id: $id, token: $token, outputData: $out, metrics: $m, actualCost: $cost) { status outputData actualCost metrics { tokensIn tokensOut } } }";
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        complete,
+        json!({"id": id, "token": "stale", "out": {"ok": true}}),
+    )
+    .await;
+    assert_eq!(code(&body), "LEASE_MISMATCH", "{body}");
+    assert_eq!(
+        admin.get(&format!("/api/ai/tasks/{id}")).await.expect(200)["status"],
+        "PROCESSING"
+    );
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        complete,
+        json!({"id": id, "token": lease, "m": {"tokensIn": -1}}),
+    )
+    .await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        complete,
+        json!({"id": id, "token": lease, "cost": 1e16}),
+    )
+    .await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    let args = json!({"id": id, "token": lease, "out": {"summary": "done"}, "m": {"tokensIn": 5, "tokensOut": 7}, "cost": 0.25});
+    let (_, body) = gql(&node, Some(&worker), complete, args.clone()).await;
+    assert_eq!(
+        body["data"]["completeTask"],
+        json!({"status": "COMPLETED", "outputData": {"summary": "done"}, "actualCost": 0.25, "metrics": {"tokensIn": 5, "tokensOut": 7}}),
+        "{body}"
+    );
+    let rest = admin.get(&format!("/api/ai/tasks/{id}")).await.expect(200);
+    assert_eq!(rest["outputData"], json!({"summary": "done"}));
+    assert_eq!(rest["metrics"]["tokensOut"], 7);
+    // A repeat with the same token is harmless.
+    let (_, body) = gql(&node, Some(&worker), complete, args).await;
+    assert_eq!(
+        body["data"]["completeTask"]["status"], "COMPLETED",
+        "{body}"
+    );
+
+    // failTask: an empty message is refused; not retryable ends FAILED.
+    let id = admin.create(create(3)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
+    let lease = body["data"]["startTaskProcessing"]["leaseToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fail = "mutation($id: ID!, $token: String!, $msg: String!, $retry: Boolean) { failTask(id: $id, token: $token, errorMessage: $msg, retryable: $retry) { status errorMessage retryCount } }";
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        fail,
+        json!({"id": id, "token": lease, "msg": ""}),
+    )
+    .await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        fail,
+        json!({"id": id, "token": lease, "msg": "model refused", "retry": false}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["failTask"],
+        json!({"status": "FAILED", "errorMessage": "model refused", "retryCount": 0}),
+        "{body}"
+    );
+    // A retryable failure with attempts left goes back to the queue.
+    let id = admin.create(create(3)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
+    let lease = body["data"]["startTaskProcessing"]["leaseToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = gql(
+        &node,
+        Some(&worker),
+        fail,
+        json!({"id": id, "token": lease, "msg": "rate limited"}),
+    )
+    .await;
+    assert_eq!(body["data"]["failTask"]["status"], "QUEUED", "{body}");
+    assert_eq!(body["data"]["failTask"]["retryCount"], 1);
+
+    // Admin mutations: refused for others, REST's numbers for admins.
+    let cleanup = "mutation { cleanupOldTasks { deletedCount retentionDays } }";
+    for t in [&user, &worker] {
+        let (_, body) = gql(&node, Some(t), cleanup, json!({})).await;
+        assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    }
+    let (_, body) = gql(&node, Some(&admin_token()), cleanup, json!({})).await;
+    assert_eq!(
+        body["data"]["cleanupOldTasks"],
+        json!({"deletedCount": 0, "retentionDays": 7}),
+        "{body}"
+    );
+    let stale = "mutation($ms: Long) { timeoutStaleTasks(timeoutMs: $ms) { timedOutCount } }";
+    let (_, body) = gql(&node, Some(&user), stale, json!({"ms": 1000})).await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = gql(&node, Some(&admin_token()), stale, json!({"ms": 0})).await;
+    assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
+    // A running attempt older than timeoutMs ends (TIMEOUT: no retries).
+    let id = admin.create(create(0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
+    let started_at = body["data"]["startTaskProcessing"]["leaseUntil"].as_i64();
+    assert!(started_at.is_some(), "{body}");
+    // Ask until the attempt is more than 1 ms old on Redis' clock.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, body) = gql(&node, Some(&admin_token()), stale, json!({"ms": 1})).await;
+        let n = body["data"]["timeoutStaleTasks"]["timedOutCount"].as_i64();
+        assert!(n.is_some(), "{body}");
+        if n == Some(1) {
+            break;
+        }
+        assert_eq!(n, Some(0));
+        assert!(tokio::time::Instant::now() < deadline, "never timed out");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        admin.get(&format!("/api/ai/tasks/{id}")).await.expect(200)["status"],
+        "TIMEOUT"
+    );
+    node.stop().await;
+}

@@ -23,6 +23,7 @@ mod events;
 mod faults;
 mod feed;
 mod graphql;
+mod graphql_ws;
 mod http_executor;
 mod metrics;
 mod ops;

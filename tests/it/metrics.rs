@@ -196,6 +196,15 @@ async fn metrics_count_what_the_node_did_and_pass_promtool() {
         )
         .await
         .expect_error(403, "FORBIDDEN");
+    // A GraphQL query: counted and timed like REST's requests.
+    let answer = user
+        .post(
+            "/graphql",
+            json!({"query": "{ taskQueueStatus { totalTasks } }"}),
+        )
+        .await
+        .expect(200);
+    assert!(answer["data"]["taskQueueStatus"]["totalTasks"].is_number());
     let resp = scraper
         .request(reqwest::Method::GET, "/metrics")
         .send()

@@ -2,23 +2,27 @@
 //! adapter over the same [`Queue`] calls as REST, with the same access
 //! policy, error codes (in `extensions.code`) and limits.
 //!
-//! This step serves over POST the queries `aiTask`, `aiTasks`,
-//! `taskQueueStatus`, `taskStatistics` and the submitters' mutations
-//! `createAITask`, `createAITasksBatch`, `cancelAITask`, `retryAITask` (the
-//! worker and admin mutations, subscriptions and GraphiQL follow).
-//! The token is the `Authorization: Bearer` header; without a valid one
-//! the request is answered 401 with the error in GraphQL's shape.
+//! Queries and mutations are served over POST at `/graphql`, with the
+//! token in the `Authorization: Bearer` header (without a valid one the
+//! request is answered 401 with the error in GraphQL's shape);
+//! subscriptions, and queries and mutations too, over WebSocket at
+//! `/graphql/ws` ([`socket`]), fed by the node's one follower of the event
+//! hub ([`Live`]).
 
+mod extension;
+mod live;
 mod mutation;
 mod query;
+mod socket;
+mod subscription;
 mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use async_graphql::{ErrorExtensions, Schema};
 use async_graphql_poem::{GraphQLRequest, GraphQLResponse};
 use poem::web::Data;
-use poem::{IntoResponse, Response, handler};
+use poem::{EndpointExt, IntoResponse, Response, handler};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -32,20 +36,65 @@ pub const MAX_DEPTH: usize = 10;
 /// Most complex query accepted (one point per field).
 pub const MAX_COMPLEXITY: usize = 1_000;
 
-/// The schema.
-pub(crate) type TaskSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub use live::Live;
+pub use socket::WS_PATH;
 
-/// The schema with its limits; the queue comes with each request.
-pub(crate) fn schema() -> TaskSchema {
-    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+/// GraphQL's settings.
+#[derive(Clone, Debug)]
+pub struct GraphqlConfig {
+    /// Whether `__schema` and `__type` are answered (GraphiQL needs them).
+    pub introspection: bool,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            introspection: true,
+        }
+    }
+}
+
+/// The schema.
+pub(crate) type TaskSchema =
+    Schema<query::Query, mutation::Mutation, subscription::SubscriptionRoot>;
+
+/// The schema with its limits over `live` (the queue comes with it).
+pub(crate) fn schema(config: &GraphqlConfig, live: Live) -> TaskSchema {
+    let builder = Schema::build(
+        query::Query,
+        mutation::Mutation,
+        subscription::SubscriptionRoot,
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .extension(extension::Observe)
+    .data(live.inner.queue.clone())
+    .data(live);
+    if config.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The schema in SDL (the repository's `schema.graphql` is this).
 pub fn sdl() -> String {
-    schema().sdl()
+    Schema::build(
+        query::Query,
+        mutation::Mutation,
+        subscription::SubscriptionRoot,
+    )
+    .finish()
+    .sdl()
+}
+
+/// The GraphQL routes over `state`: POST `/graphql`, the WebSocket at
+/// `/graphql/ws`.
+pub(crate) fn routes(state: &AppState) -> poem::Route {
+    let schema = schema(&state.config.graphql, state.graphql.clone());
+    poem::Route::new()
+        .at(PATH, poem::post(post).data(schema.clone()))
+        .at(WS_PATH, poem::get(socket::socket).data(schema))
 }
 
 fn caller<'a>(ctx: &async_graphql::Context<'a>) -> async_graphql::Result<&'a Principal> {
@@ -97,15 +146,11 @@ pub(super) async fn post(
     {
         return e.to_response();
     }
-    let mut request = req
+    let request = req
         .0
         .data(principal)
-        .data(state.queue.clone())
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
-    let kind = operation_kind(&mut request);
-    let response = schema.execute(request).await;
-    crate::metrics::graphql_operation(kind, response.is_ok());
-    GraphQLResponse(response).into_response()
+    GraphQLResponse(schema.execute(request).await).into_response()
 }
 
 /// A request refused before it ran: its status, the error in GraphQL's
@@ -115,27 +160,4 @@ fn refusal(e: &ApiError) -> Response {
         "errors": [{"message": e.message, "extensions": {"code": e.code}}]
     });
     poem::web::Json(body).with_status(e.status).into_response()
-}
-
-/// Whether a request is a query or a mutation (for the metrics). The
-/// parsed document stays in the request: the schema does not parse it
-/// again. A request that does not parse counts as a query.
-fn operation_kind(request: &mut async_graphql::Request) -> &'static str {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let name = request.operation_name.clone();
-    let Ok(doc) = request.parsed_query() else {
-        return "query";
-    };
-    let ty = match (&doc.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => {
-            ops.get(name.as_str()).map(|op| op.node.ty)
-        }
-        (DocumentOperations::Multiple(ops), None) => ops.values().next().map(|op| op.node.ty),
-    };
-    match ty {
-        Some(OperationType::Mutation) => "mutation",
-        Some(OperationType::Subscription) => "subscription",
-        _ => "query",
-    }
 }

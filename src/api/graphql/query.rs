@@ -101,20 +101,32 @@ impl Query {
     }
 }
 
-/// Every agent record, read once per request.
-pub(super) async fn agents(ctx: &Context<'_>) -> Result<Arc<HashMap<String, AgentGql>>> {
+/// The record of agent `id`. Every agent record is read once per request
+/// over POST; over WebSocket (where a connection and its subscriptions
+/// live long) the node's operations share one read, redone at most once a
+/// second.
+pub(super) async fn agent(ctx: &Context<'_>, id: &str) -> Result<Option<AgentGql>> {
     let principal = caller(ctx)?;
-    let once = ctx.data::<AgentsOnce>()?;
-    once.0
+    let Some(once) = ctx.data_opt::<AgentsOnce>() else {
+        let agents = ctx
+            .data_unchecked::<super::Live>()
+            .inner
+            .agents(principal)
+            .await
+            .map_err(super::error)?;
+        return Ok(agents.get(id).map(AgentGql::from));
+    };
+    let agents = once
+        .0
         .get_or_try_init(|| async {
             let agents = service(ctx).agents(principal).await.map_err(super::error)?;
             Ok::<_, async_graphql::Error>(Arc::new(
                 agents
                     .iter()
                     .map(|a| (a.id.clone(), AgentGql::from(a)))
-                    .collect(),
+                    .collect::<HashMap<_, _>>(),
             ))
         })
-        .await
-        .cloned()
+        .await?;
+    Ok(agents.get(id).cloned())
 }

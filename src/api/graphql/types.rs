@@ -170,6 +170,10 @@ pub(super) struct AiTask {
     completed_at: Option<Timestamp>,
     /// Last change (ms).
     updated_at: Timestamp,
+    /// The lease token of the attempt `startTaskProcessing` just began:
+    /// `heartbeatTask`, `completeTask` and `failTask` must present it.
+    /// Null everywhere else (reads and subscriptions never show it).
+    pub(super) lease_token: Option<String>,
 }
 
 impl From<Task> for AiTask {
@@ -203,6 +207,7 @@ impl From<Task> for AiTask {
             started_at: t.started_at.map(ms),
             completed_at: t.completed_at.map(ms),
             updated_at: ms(t.updated_at),
+            lease_token: None,
         }
     }
 }
@@ -212,8 +217,7 @@ impl AiTask {
     /// Its agent's record (null when the agent has none). Read once per
     /// request for every task shown.
     async fn agent(&self, ctx: &Context<'_>) -> Result<Option<AgentGql>> {
-        let agents = super::query::agents(ctx).await?;
-        Ok(agents.get(&self.agent_id).cloned())
+        super::query::agent(ctx, &self.agent_id).await
     }
 
     /// Whether the task has ended (COMPLETED, FAILED, CANCELLED, TIMEOUT).

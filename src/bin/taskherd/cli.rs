@@ -215,16 +215,22 @@ pub(crate) struct ServeArgs {
     /// Requests per second per token subject, shared by all nodes (0: off).
     #[arg(long, env = "TASKHERD_RATE_LIMIT", default_value_t = taskherd::api::DEFAULT_RATE_LIMIT_PER_S)]
     pub(crate) rate_limit: u32,
-    /// Socket.IO connections one node holds (more are refused).
+    /// Socket.IO connections one node holds (more are refused); GraphQL
+    /// WebSocket connections are limited to as many again.
     #[arg(long, env = "TASKHERD_WS_MAX_CONNECTIONS", default_value_t = taskherd::api::ws::DEFAULT_MAX_CONNECTIONS)]
     pub(crate) ws_max_connections: usize,
-    /// Socket.IO subscriptions one connection may hold.
+    /// Subscriptions one Socket.IO or GraphQL WebSocket connection may
+    /// hold.
     #[arg(long, env = "TASKHERD_WS_MAX_SUBSCRIPTIONS", default_value_t = taskherd::api::ws::DEFAULT_MAX_SUBSCRIPTIONS)]
     pub(crate) ws_max_subscriptions: usize,
     /// Socket.IO messages buffered per client; a client this far behind is
     /// cut off.
     #[arg(long, env = "TASKHERD_WS_CLIENT_BUFFER", default_value_t = taskherd::api::ws::DEFAULT_CLIENT_BUFFER)]
     pub(crate) ws_client_buffer: usize,
+    /// Whether GraphQL answers introspection (`__schema`, `__type`; GraphiQL
+    /// needs it): `false` switches it off.
+    #[arg(long, env = "TASKHERD_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) graphql_introspection: bool,
     /// Token settings.
     #[command(flatten)]
     pub(crate) auth: AuthArgs,
@@ -336,6 +342,9 @@ impl ServeArgs {
                 max_subscriptions: self.ws_max_subscriptions,
                 client_buffer: self.ws_client_buffer,
                 ..Default::default()
+            },
+            graphql: taskherd::api::graphql::GraphqlConfig {
+                introspection: self.graphql_introspection,
             },
         }
     }

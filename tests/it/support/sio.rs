@@ -1,6 +1,7 @@
 //! The real `socket.io-client` from npm, driven through
-//! `tests/socketio/driver.cjs` (one Node process, many connections): JSON
-//! commands in, JSON reports out. `scripts/dev test` installs the client and
+//! `tests/js/driver.cjs` (one Node process, many connections): JSON
+//! commands in, JSON reports out. The same harness drives `graphql-ws`
+//! through `tests/js/graphql.cjs` ([`Sio::graphql_ws`]). `scripts/dev test` installs the client and
 //! sets `TASKHERD_NODE_MODULES`; without it the folder `scripts/dev` would
 //! use is looked for.
 
@@ -19,7 +20,7 @@ fn node_modules() -> PathBuf {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("sha256sum")
-        .arg(root.join("tests/socketio/package-lock.json"))
+        .arg(root.join("tests/js/package-lock.json"))
         .output()
         .expect("sha256sum runs");
     let hash: String = String::from_utf8_lossy(&out.stdout)
@@ -31,7 +32,7 @@ fn node_modules() -> PathBuf {
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
         });
-    cache.join(format!("taskherd/socketio-client-{hash}/node_modules"))
+    cache.join(format!("taskherd/js-clients-{hash}/node_modules"))
 }
 
 /// Many socket.io-client connections in one Node process.
@@ -46,13 +47,25 @@ pub struct Sio {
 
 impl Sio {
     pub async fn start() -> Self {
+        Self::start_script("driver.cjs", "socket.io-client").await
+    }
+
+    /// The graphql-ws driver (`tests/js/graphql.cjs`): the same reports'
+    /// shape, its own commands.
+    pub async fn graphql_ws() -> Self {
+        Self::start_script("graphql.cjs", "graphql-ws").await
+    }
+
+    async fn start_script(script: &str, package: &str) -> Self {
         let modules = node_modules();
         assert!(
-            modules.join("socket.io-client").is_dir(),
-            "socket.io-client is not installed at {}: run `scripts/dev test` (it installs it)",
+            modules.join(package).is_dir(),
+            "{package} is not installed at {}: run `scripts/dev test` (it installs it)",
             modules.display()
         );
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio/driver.cjs");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/js")
+            .join(script);
         let mut child = Command::new("node")
             .arg(script)
             .env("NODE_PATH", &modules)

@@ -1,0 +1,327 @@
+//! The node's one follower of the event hub for GraphQL subscriptions.
+//!
+//! While any subscription is open it follows the hub, reads the records of
+//! each batch's tasks once for all subscribers, and broadcasts each changed
+//! task; each subscription filters them by its task id and by what its
+//! caller may see ([`crate::auth::Scope`], the Socket.IO feed's rule). The
+//! queue status `taskQueueUpdated` sends is computed once per node: after
+//! changes (settled) and every few seconds while anyone follows it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+
+use crate::api::ws::FeedConfig;
+use crate::events::{Delivery, Event, Hub};
+use crate::queue::Queue;
+use crate::store::QueueStatus;
+use crate::task::Task;
+
+/// Deliveries taken from the hub at once (their records are read together).
+const BATCH: usize = 64;
+
+/// What subscriptions receive.
+#[derive(Clone, Debug)]
+pub(super) enum Change {
+    /// A task changed: its record as read after the change (changes that
+    /// came faster than the read arrive as one, with the latest state).
+    Task(Arc<Task>),
+    /// The node's follower lost events: every subscription ends, telling
+    /// its client to re-read and subscribe again.
+    Missed,
+}
+
+/// The queue status as last computed, and when.
+pub(super) type Status = Option<(Instant, Arc<QueueStatus>)>;
+
+/// GraphQL's live state on one node; cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) queue: Queue,
+    hub: Hub,
+    pub(super) config: FeedConfig,
+    pub(super) changes: broadcast::Sender<Change>,
+    /// Whether the follower follows the hub (subscriptions opened before
+    /// this is true may miss what happened before it).
+    following: watch::Sender<bool>,
+    pub(super) status: watch::Sender<Status>,
+    /// A subscription opened or ended.
+    pub(super) changed: Notify,
+    /// An event arrived: the queue status may have changed.
+    dirty: Notify,
+    pub(super) stop: watch::Sender<bool>,
+    /// Open WebSocket connections.
+    pub(super) connections: AtomicUsize,
+    /// Every agent record, as last read, and when: shared by the
+    /// operations over WebSocket (a subscription's events included).
+    agents: std::sync::Mutex<Option<(Instant, Agents)>>,
+}
+
+/// Agent records by id.
+pub(super) type Agents = Arc<HashMap<String, crate::store::Agent>>;
+
+/// How long read agent records are reused over WebSocket.
+const AGENTS_FOR: Duration = Duration::from_secs(1);
+
+impl Live {
+    /// The follower of `hub` for `queue`, with the Socket.IO feed's limits
+    /// (`config`: connections, subscriptions per connection, buffer,
+    /// message size, queue status timing).
+    pub fn start(queue: Queue, hub: Hub, config: FeedConfig) -> Live {
+        let (changes, _) = broadcast::channel(config.client_buffer.max(BATCH));
+        let live = Live {
+            inner: Arc::new(Inner {
+                queue,
+                hub,
+                config,
+                changes,
+                following: watch::channel(false).0,
+                status: watch::channel(None).0,
+                changed: Notify::new(),
+                dirty: Notify::new(),
+                stop: watch::channel(false).0,
+                connections: AtomicUsize::new(0),
+                agents: std::sync::Mutex::new(None),
+            }),
+        };
+        tokio::spawn(follow(live.inner.clone()));
+        tokio::spawn(queue_ticker(live.inner.clone()));
+        live
+    }
+
+    /// Ends every subscription and connection (the node is shutting down).
+    pub fn close(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+
+    /// Open GraphQL WebSocket connections.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn wanted(&self) -> bool {
+        self.changes.receiver_count() > 0 || self.status.receiver_count() > 0
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits until the follower follows the hub: every event committed
+    /// after this returns reaches the subscriptions opened before it.
+    /// False when the node stops first.
+    pub(super) async fn until_following(&self) -> bool {
+        self.changed.notify_waiters();
+        let mut following = self.following.subscribe();
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            r = following.wait_for(|f| *f) => r.is_ok(),
+            _ = stopped(&mut stop) => false,
+        }
+    }
+
+    /// Every agent record, read at most once a second for all the
+    /// operations over WebSocket; authorized for each caller.
+    pub(super) async fn agents(&self, principal: &crate::auth::Principal) -> crate::Result<Agents> {
+        let cached = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < AGENTS_FOR)
+            .map(|(_, a)| a.clone());
+        if let Some(agents) = cached {
+            crate::auth::authorize(principal, crate::auth::Action::ReadQueue)
+                .map_err(|d| crate::Error::Forbidden(d.to_string()))?;
+            return Ok(agents);
+        }
+        let agents: Agents = Arc::new(
+            self.queue
+                .agents(principal)
+                .await?
+                .into_iter()
+                .map(|a| (a.id.clone(), a))
+                .collect(),
+        );
+        *self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), agents.clone()));
+        Ok(agents)
+    }
+
+    /// The queue status, computed now when the last one is older than
+    /// `max_age`, and shared with every follower of it.
+    pub(super) async fn fresh_status(&self, max_age: Duration) -> crate::Result<Arc<QueueStatus>> {
+        if let Some((at, status)) = &*self.status.borrow()
+            && at.elapsed() < max_age
+        {
+            return Ok(status.clone());
+        }
+        let status = Arc::new(self.queue.shared_queue_status().await?);
+        self.status
+            .send_replace(Some((Instant::now(), status.clone())));
+        Ok(status)
+    }
+}
+
+async fn follow(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        // Idle while nobody subscribes: the hub then reads nothing for us.
+        loop {
+            let changed = inner.changed.notified();
+            if inner.stopping() {
+                return;
+            }
+            if inner.wanted() {
+                break;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
+        let mut sub = match inner.hub.subscribe(None).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::warn!(error = %e, "graphql subscriptions could not follow the event hub; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        };
+        inner.following.send_replace(true);
+        loop {
+            let changed = inner.changed.notified();
+            if !inner.wanted() {
+                inner.following.send_replace(false);
+                break;
+            }
+            let first = tokio::select! {
+                d = sub.next() => d,
+                _ = changed => continue,
+                _ = stopped(&mut stop) => return,
+            };
+            // The hub stopped: the node is shutting down.
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match sub.next().now_or_never() {
+                    Some(Some(d)) => batch.push(d),
+                    _ => break,
+                }
+            }
+            dispatch(&inner, batch, &mut stop).await;
+        }
+    }
+}
+
+/// Broadcasts one batch: each changed task once, after the batch's last
+/// event about it.
+async fn dispatch(
+    inner: &Inner,
+    batch: Vec<crate::Result<Delivery>>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let mut events = Vec::new();
+    for delivery in batch {
+        match delivery {
+            Ok(Delivery::Event(e)) => events.push(e),
+            Ok(Delivery::Resync) | Ok(Delivery::Lagged { .. }) => {
+                send_tasks(inner, std::mem::take(&mut events), stop).await;
+                tracing::warn!("graphql subscriptions lost events: every subscription ends");
+                let _ = inner.changes.send(Change::Missed);
+            }
+            Err(e) => tracing::warn!(error = %e, "graphql subscriptions: event hub read failed"),
+        }
+    }
+    send_tasks(inner, events, stop).await;
+    inner.dirty.notify_one();
+}
+
+async fn send_tasks(inner: &Inner, events: Vec<Arc<Event>>, stop: &mut watch::Receiver<bool>) {
+    // The last event of each task decides its place.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        last.insert(e.task_id.as_str(), i);
+    }
+    let mut order: Vec<(&str, usize)> = last.into_iter().collect();
+    order.sort_unstable_by_key(|(_, i)| *i);
+    let ids: Vec<&str> = order.iter().map(|(id, _)| *id).collect();
+    if ids.is_empty() {
+        return;
+    }
+    let mut wait = Duration::from_millis(50);
+    let records = loop {
+        match inner.queue.event_records(&ids).await {
+            Ok(records) => break records,
+            Err(e) => {
+                // A Redis outage is waited out: the events wait with it.
+                tracing::warn!(error = %e, "graphql subscriptions: reading task records failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped(stop) => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    for task in records.into_iter().flatten() {
+        let _ = inner.changes.send(Change::Task(Arc::new(task)));
+    }
+}
+
+/// Recomputes the shared queue status while anyone follows it: a settle
+/// time after changes, and at least every `queue_every`.
+async fn queue_ticker(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let every = inner.config.queue_every;
+    let settle = inner.config.queue_settle;
+    loop {
+        let changed = inner.changed.notified();
+        if inner.stopping() {
+            return;
+        }
+        if inner.status.receiver_count() == 0 {
+            tokio::select! {
+                _ = changed => continue,
+                _ = stopped(&mut stop) => return,
+            }
+        }
+        let dirty = tokio::select! {
+            _ = inner.dirty.notified() => true,
+            _ = tokio::time::sleep(every) => false,
+            _ = changed => continue,
+            _ = stopped(&mut stop) => return,
+        };
+        if dirty {
+            tokio::select! {
+                _ = tokio::time::sleep(settle) => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
+        // A failed read is logged; followers keep the last status.
+        if let Err(e) = inner.fresh_status(settle.min(every)).await {
+            tracing::warn!(error = %e, "graphql taskQueueUpdated: reading the queue status failed");
+        }
+    }
+}
+
+/// Resolves once `stop` says so (or its sender is gone).
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,391 @@
+//! GraphQL subscriptions at `/graphql/ws`, driven by the real `graphql-ws`
+//! client from npm (and a bare `ws` for the older subprotocol) against real
+//! nodes on one Redis.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use taskherd::auth::Role;
+use taskherd::clock::Clock;
+use taskherd::worker::Registry;
+
+use crate::api_client::Api;
+use crate::support::sio::Sio;
+use crate::support::*;
+
+async fn api_node(redis: &TestRedis, max_subscriptions: Option<usize>) -> TestNode {
+    let mut config = node_config(&redis.url(), None, Clock::redis());
+    if let Some(max) = max_subscriptions {
+        config.api.feed.max_subscriptions = max;
+    }
+    TestNode::start(config, Registry::new()).await
+}
+
+fn ws_url(node: &TestNode) -> String {
+    format!("ws://{}/graphql/ws", node.addr)
+}
+
+/// The seeds' subscription, unchanged.
+const TASK_UPDATES: &str = r#"
+subscription TaskUpdates {
+  aiTaskStatusChanged {
+    id
+    status
+    errorMessage
+    completedAt
+  }
+}"#;
+
+/// Connects `c` as `token` and waits for the server's ack.
+async fn connected(d: &mut Sio, c: &str, node: &TestNode, token: &str) {
+    let from = d.seen.len();
+    d.send(json!({"op": "connect", "c": c, "url": ws_url(node), "params": {"token": token}}))
+        .await;
+    let r = d
+        .wait_from(
+            from,
+            &format!("{c} connected"),
+            Duration::from_secs(20),
+            |r| r["c"] == c && (r["type"] == "connected" || r["type"] == "closed"),
+        )
+        .await;
+    assert_eq!(r["type"], "connected", "{r}");
+}
+
+async fn subscribe(d: &mut Sio, c: &str, s: &str, query: &str, variables: Value) {
+    d.send(json!({"op": "subscribe", "c": c, "s": s, "query": query, "variables": variables}))
+        .await;
+}
+
+/// The next report of subscription `c`/`s` from `from` on that `pred` accepts.
+async fn next_of(
+    d: &mut Sio,
+    from: usize,
+    c: &str,
+    s: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    d.wait_from(from, &format!("{c}/{s}"), Duration::from_secs(20), |r| {
+        r["c"] == c && r["s"] == s && pred(r)
+    })
+    .await
+}
+
+/// The tasks `c`/`s` received so far, as `(id, status)`.
+fn received(d: &Sio, c: &str, s: &str) -> Vec<(String, String)> {
+    d.seen
+        .iter()
+        .filter(|r| r["c"] == c && r["s"] == s && r["type"] == "next")
+        .map(|r| {
+            let t = &r["data"]["aiTaskStatusChanged"];
+            (
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_subscription_on_one_node_sees_changes_made_through_another() {
+    let redis = TestRedis::start();
+    let a = api_node(&redis, None).await;
+    let b = api_node(&redis, None).await;
+    let alice_token = token("alice", Role::User, None);
+    let alice = Api::new(&a, alice_token.clone());
+    let bob = Api::new(&a, token("bob", Role::User, None));
+    let admin = Api::new(&a, admin_token());
+    let task =
+        json!({"agentId": "writer", "taskType": "translation", "inputData": {"text": "Hello"}});
+
+    let mut d = Sio::graphql_ws().await;
+    connected(&mut d, "alice", &b, &alice_token).await;
+    subscribe(&mut d, "alice", "all", TASK_UPDATES, json!({})).await;
+    // No subscribe ack exists in the protocol: create until one arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let id = alice.create(task.clone()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let from = d.seen.len();
+        let got = tokio::time::timeout(
+            Duration::from_millis(500),
+            next_of(&mut d, from, "alice", "all", |r| r["type"] == "next"),
+        )
+        .await;
+        if got.is_ok() {
+            break id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event arrived");
+    };
+    // Live from here: every change through node A reaches node B's client,
+    // in order, and only alice's tasks.
+    let bobs = bob.create(task.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t1 = alice.create(task.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let from = d.seen.len();
+    let r = next_of(&mut d, from.saturating_sub(2), "alice", "all", |r| {
+        r["data"]["aiTaskStatusChanged"]["id"] == t1.as_str()
+    })
+    .await;
+    assert_eq!(r["data"]["aiTaskStatusChanged"]["status"], "QUEUED", "{r}");
+    assert!(
+        !received(&d, "alice", "all")
+            .iter()
+            .any(|(id, _)| *id == bobs),
+        "alice saw bob's task"
+    );
+
+    // One task: its state now, then its changes.
+    subscribe(
+        &mut d,
+        "alice",
+        "one",
+        "subscription($id: ID) { aiTaskStatusChanged(taskId: $id) { id status agent { id } isTerminal } }",
+        json!({"id": t1}),
+    )
+    .await;
+    let r = next_of(&mut d, 0, "alice", "one", |r| r["type"] == "next").await;
+    assert_eq!(
+        r["data"]["aiTaskStatusChanged"],
+        json!({"id": t1, "status": "QUEUED", "agent": null, "isTerminal": false}),
+        "{r}"
+    );
+    let from = d.seen.len();
+    admin
+        .put(&format!("/api/ai/tasks/{t1}/cancel"), json!({}))
+        .await
+        .expect(200);
+    let r = next_of(&mut d, from, "alice", "one", |r| r["type"] == "next").await;
+    assert_eq!(
+        r["data"]["aiTaskStatusChanged"]["status"], "CANCELLED",
+        "{r}"
+    );
+    assert_eq!(r["data"]["aiTaskStatusChanged"]["isTerminal"], true);
+    let r = next_of(&mut d, from, "alice", "all", |r| {
+        r["data"]["aiTaskStatusChanged"]["id"] == t1.as_str()
+    })
+    .await;
+    assert_eq!(
+        r["data"]["aiTaskStatusChanged"]["status"], "CANCELLED",
+        "{r}"
+    );
+    assert_eq!(
+        received(&d, "alice", "all")
+            .first()
+            .map(|(id, _)| id.clone()),
+        Some(first)
+    );
+
+    // Another user's task is not found, exactly like a missing one.
+    for (s, id) in [
+        ("bobs", bobs.as_str()),
+        ("missing", "task_01JAAAAAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        subscribe(
+            &mut d,
+            "alice",
+            s,
+            "subscription($id: ID) { aiTaskStatusChanged(taskId: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+        // graphql-ws reports a refused subscription as `error` or as a
+        // `next` carrying errors, depending on the server's framing.
+        let r = next_of(&mut d, 0, "alice", s, |r| r["errors"].is_array()).await;
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "TASK_NOT_FOUND",
+            "{r}"
+        );
+        assert!(r["data"].is_null(), "{r}");
+    }
+
+    // The queue's status: now, then after changes.
+    subscribe(
+        &mut d,
+        "alice",
+        "queue",
+        "subscription { taskQueueUpdated { totalTasks queueHealth } }",
+        json!({}),
+    )
+    .await;
+    let r = next_of(&mut d, 0, "alice", "queue", |r| r["type"] == "next").await;
+    let total = r["data"]["taskQueueUpdated"]["totalTasks"]
+        .as_i64()
+        .unwrap();
+    let from = d.seen.len();
+    alice.create(task.clone()).await;
+    let r = next_of(&mut d, from, "alice", "queue", |r| {
+        r["data"]["taskQueueUpdated"]["totalTasks"].as_i64() == Some(total + 1)
+    })
+    .await;
+    assert_eq!(r["type"], "next");
+
+    // Over POST a subscription is refused with a code.
+    let resp = http_client()
+        .post(a.url("/graphql"))
+        .bearer_auth(&alice_token)
+        .json(&json!({"query": TASK_UPDATES}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["errors"][0]["extensions"]["code"].is_string(),
+        "{body}"
+    );
+
+    // A draining node closes its connections with NODE_DRAINING.
+    let from = d.seen.len();
+    b.stop().await;
+    let r = d
+        .wait_from(from, "alice closed", Duration::from_secs(20), |r| {
+            r["c"] == "alice" && r["type"] == "closed"
+        })
+        .await;
+    assert_eq!(r["code"], 1012, "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().starts_with("NODE_DRAINING"),
+        "{r}"
+    );
+    d.quit().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_and_limits_hold_on_the_websocket() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis, Some(2)).await;
+    let mut d = Sio::graphql_ws().await;
+
+    // A bad or missing token is refused at connection_init, for good.
+    for (c, params) in [
+        ("none", json!({})),
+        ("bad", json!({"token": "not-a-token"})),
+    ] {
+        let from = d.seen.len();
+        d.send(json!({"op": "connect", "c": c, "url": ws_url(&node), "params": params}))
+            .await;
+        let r = d
+            .wait_from(from, c, Duration::from_secs(20), |r| {
+                r["c"] == c && (r["type"] == "connected" || r["type"] == "closed")
+            })
+            .await;
+        assert_eq!(r["type"], "closed", "{r}");
+        assert_eq!(r["code"], 4401, "{r}");
+        assert!(
+            r["reason"].as_str().unwrap().starts_with("UNAUTHORIZED"),
+            "{r}"
+        );
+    }
+
+    // A metrics token follows no tasks; a user follows no other agent's.
+    connected(&mut d, "m", &node, &token("p", Role::Metrics, None)).await;
+    subscribe(&mut d, "m", "s", TASK_UPDATES, json!({})).await;
+    let r = next_of(&mut d, 0, "m", "s", |r| r["type"] != "complete").await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+
+    // Subscriptions per connection are limited; completing one frees it.
+    let user = token("alice", Role::User, None);
+    connected(&mut d, "u", &node, &user).await;
+    let queue = "subscription { taskQueueUpdated { totalTasks } }";
+    for s in ["q1", "q2"] {
+        subscribe(&mut d, "u", s, queue, json!({})).await;
+        next_of(&mut d, 0, "u", s, |r| r["type"] == "next").await;
+    }
+    subscribe(&mut d, "u", "q3", queue, json!({})).await;
+    let r = next_of(&mut d, 0, "u", "q3", |r| r["type"] != "complete").await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+        "{r}"
+    );
+    d.send(json!({"op": "unsubscribe", "c": "u", "s": "q1"}))
+        .await;
+    // The slot is free once the server has dropped q1: ask until it is.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let s = format!("again{n}");
+        let from = d.seen.len();
+        subscribe(&mut d, "u", &s, queue, json!({})).await;
+        let r = next_of(&mut d, from, "u", &s, |r| r["type"] != "complete").await;
+        if r["type"] == "next" && r["errors"].is_null() {
+            break;
+        }
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+            "{r}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+    }
+
+    // Depth is limited over WebSocket too, with a code.
+    subscribe(
+        &mut d,
+        "u",
+        "deep",
+        "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }",
+        json!({}),
+    )
+    .await;
+    let r = next_of(&mut d, 0, "u", "deep", |r| r["type"] != "complete").await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "VALIDATION_ERROR",
+        "{r}"
+    );
+
+    // The older subprotocol (subscriptions-transport-ws) works as well.
+    d.send(json!({"op": "raw", "c": "old", "url": ws_url(&node), "protocol": "graphql-ws"}))
+        .await;
+    d.wait("old open", Duration::from_secs(20), |r| {
+        r["c"] == "old" && r["type"] == "raw_open"
+    })
+    .await;
+    d.send(json!({"op": "raw_send", "c": "old", "msg": {"type": "connection_init", "payload": {"token": user}}}))
+        .await;
+    d.wait("old ack", Duration::from_secs(20), |r| {
+        r["c"] == "old" && r["data"]["type"] == "connection_ack"
+    })
+    .await;
+    d.send(json!({"op": "raw_send", "c": "old", "msg": {"id": "1", "type": "start", "payload": {"query": queue}}}))
+        .await;
+    let r = d
+        .wait("old data", Duration::from_secs(20), |r| {
+            r["c"] == "old" && r["data"]["type"] == "data"
+        })
+        .await;
+    assert!(
+        r["data"]["payload"]["data"]["taskQueueUpdated"]["totalTasks"].is_number(),
+        "{r}"
+    );
+
+    // Without a GraphQL subprotocol, or without an upgrade: a clear error.
+    let resp = http_client()
+        .get(node.url("/graphql/ws"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{body}");
+    d.send(json!({"op": "raw", "c": "plain", "url": ws_url(&node), "protocol": "chat"}))
+        .await;
+    let r = d
+        .wait("plain refused", Duration::from_secs(20), |r| {
+            r["c"] == "plain" && r["type"] == "raw_refused"
+        })
+        .await;
+    assert_eq!(r["status"], 400, "{r}");
+    d.quit().await;
+    node.stop().await;
+}
