@@ -123,14 +123,18 @@ pub fn routes(config: &ApiConfig, gate: Gate) -> impl Endpoint + use<> {
             .boxed(),
     );
     CorsExceptFeed {
-        cors: cors.transform(all.clone()).boxed(),
+        cors: cors
+            .transform(all.clone())
+            // A refused origin gets the project's error format.
+            .catch_all_error(|e| async move { error::render(e) })
+            .boxed(),
         all,
     }
 }
 
 /// CORS on everything but the Socket.IO feed, which answers browser
-/// origins itself: a refused origin gets a `connect_error` saying so, not a
-/// bare 403.
+/// origins itself (a refused origin gets a `connect_error` saying so, not a
+/// bare 403), and but the node's own origin.
 struct CorsExceptFeed {
     all: Arc<BoxEndpoint<'static>>,
     cors: BoxEndpoint<'static>,
@@ -144,7 +148,20 @@ impl Endpoint for CorsExceptFeed {
         let feed = path
             .strip_prefix(ws::PATH)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if feed {
+        // The node's own pages (GraphiQL) call it from its own origin:
+        // same-origin requests need no CORS, and the browser sends Origin
+        // on their POSTs.
+        let headers = req.headers();
+        let same_origin = headers
+            .get(poem::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|origin| {
+                let host = headers
+                    .get(poem::http::header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                ws::origin_allowed(&[], origin, host)
+            });
+        if feed || same_origin {
             self.all.call(req).await
         } else {
             self.cors.call(req).await

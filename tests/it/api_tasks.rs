@@ -700,6 +700,29 @@ async fn responses_carry_request_ids_and_cors_follows_frontend_url() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // A foreign origin's request is refused in the project's error format;
+    // the node's own origin (its pages: GraphiQL) needs no CORS.
+    let foreign = Api::send(
+        admin
+            .request(reqwest::Method::POST, "/api/ai/tasks")
+            .header("origin", "http://evil.example")
+            .json(&json!({"agentId": "a", "taskType": "t"})),
+    )
+    .await;
+    assert_eq!(foreign.status.as_u16(), 403);
+    assert_eq!(
+        foreign.body["error"]["code"], "FORBIDDEN",
+        "{}",
+        foreign.body
+    );
+    let own = Api::send(
+        admin
+            .request(reqwest::Method::POST, "/api/ai/tasks")
+            .header("origin", format!("http://{}", node.addr))
+            .json(&json!({"agentId": "a", "taskType": "t"})),
+    )
+    .await;
+    assert_eq!(own.status.as_u16(), 201, "{}", own.body);
     node.stop().await;
 }
 

@@ -256,16 +256,42 @@ async fn tokens_roles_and_limits_are_those_of_rest() {
     .await;
     assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
 
-    // Depth and complexity are limited.
-    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
-    let (_, body) = gql(&node, Some(&admin_token()), deep, json!({})).await;
-    assert!(
+    // Depth and complexity are limited. Introspection alone may nest
+    // deeper (GraphiQL's query goes 13 levels), up to 20.
+    let nested = |levels: usize| {
+        format!(
+            "__schema {{ types {{ fields {{ type {{ {}name{} }} }} }} }}",
+            "ofType { ".repeat(levels),
+            " }".repeat(levels)
+        )
+    };
+    let too_deep = |body: &Value| {
         body["errors"][0]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("nested too deep"),
-        "{body}"
-    );
+            .contains("nested too deep")
+            && code(body) == "VALIDATION_ERROR"
+    };
+    let admin = admin_token();
+    let (_, body) = gql(
+        &node,
+        Some(&admin),
+        &format!("{{ {} }}", nested(8)),
+        json!({}),
+    )
+    .await;
+    assert!(body["data"]["__schema"]["types"].is_array(), "{body}");
+    let (_, body) = gql(
+        &node,
+        Some(&admin),
+        &format!("{{ {} }}", nested(17)),
+        json!({}),
+    )
+    .await;
+    assert!(too_deep(&body), "{body}");
+    let mixed = format!("{{ taskQueueStatus {{ totalTasks }} {} }}", nested(8));
+    let (_, body) = gql(&node, Some(&admin), &mixed, json!({})).await;
+    assert!(too_deep(&body), "{body}");
     let wide: String = (0..600)
         .map(|i| format!("q{i}: taskQueueStatus {{ totalTasks }} "))
         .collect();
@@ -621,6 +647,103 @@ async fn workers_and_admins_mutations_keep_the_lease_fence() {
     assert_eq!(
         admin.get(&format!("/api/ai/tasks/{id}")).await.expect(200)["status"],
         "TIMEOUT"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn graphiql_is_served_by_the_node_with_no_internet_needed() {
+    let redis = TestRedis::start();
+    let node = api_node(&redis).await;
+    // No token needed for the page: it holds no data and asks for one.
+    let resp = http_client()
+        .get(node.url("/graphql"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let policy = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let page = resp.text().await.unwrap();
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    // Every file the page loads is the node's own.
+    let files: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|s| s.starts_with("/graphql/assets/"))
+        .collect();
+    assert!(files.len() >= 7, "{files:?}");
+    for file in files {
+        let resp = http_client().get(node.url(file)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{file}");
+        let ty = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let want = if file.ends_with(".js") {
+            "text/javascript"
+        } else {
+            "text/css"
+        };
+        assert!(ty.starts_with(want), "{file}: {ty}");
+        assert!(!resp.bytes().await.unwrap().is_empty(), "{file}");
+    }
+    let resp = http_client()
+        .get(node.url("/graphql/assets/nothing.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn introspection_can_be_switched_off() {
+    let redis = TestRedis::start();
+    let mut config = node_config(&redis.url(), None, Clock::redis());
+    config.api.graphql.introspection = false;
+    let node = TestNode::start(config, Registry::new()).await;
+    let admin = admin_token();
+    let (_, body) = gql(
+        &node,
+        Some(&admin),
+        "{ __schema { types { name } } }",
+        json!({}),
+    )
+    .await;
+    // async-graphql answers a switched-off introspection with null.
+    assert_eq!(body["data"]["__schema"], Value::Null, "{body}");
+    let (_, body) = gql(
+        &node,
+        Some(&admin),
+        "{ taskQueueStatus { totalTasks } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(body["data"]["taskQueueStatus"]["totalTasks"], 0, "{body}");
+    node.stop().await;
+    // On by default: GraphiQL needs it.
+    let node = api_node(&redis).await;
+    let (_, body) = gql(
+        &node,
+        Some(&admin),
+        "{ __schema { queryType { name } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["__schema"]["queryType"]["name"], "Query",
+        "{body}"
     );
     node.stop().await;
 }

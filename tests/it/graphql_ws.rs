@@ -386,6 +386,107 @@ async fn tokens_and_limits_hold_on_the_websocket() {
         })
         .await;
     assert_eq!(r["status"], 400, "{r}");
+
+    // Protocol errors close with graphql-transport-ws' codes.
+    for (c, msg, want) in [
+        (
+            "early",
+            json!({"id": "1", "type": "subscribe", "payload": {"query": queue}}),
+            4401,
+        ),
+        ("garbled", json!({"type": "no such message"}), 4400),
+    ] {
+        d.send(
+            json!({"op": "raw", "c": c, "url": ws_url(&node), "protocol": "graphql-transport-ws"}),
+        )
+        .await;
+        d.wait("open", Duration::from_secs(20), |r| {
+            r["c"] == c && r["type"] == "raw_open"
+        })
+        .await;
+        d.send(json!({"op": "raw_send", "c": c, "msg": msg})).await;
+        let r = d
+            .wait("closed", Duration::from_secs(20), |r| {
+                r["c"] == c && r["type"] == "raw_closed"
+            })
+            .await;
+        assert_eq!(r["code"], want, "{r}");
+    }
+    // The older protocol's refused init closes with 4401 too.
+    d.send(json!({"op": "raw", "c": "oldbad", "url": ws_url(&node), "protocol": "graphql-ws"}))
+        .await;
+    d.wait("open", Duration::from_secs(20), |r| {
+        r["c"] == "oldbad" && r["type"] == "raw_open"
+    })
+    .await;
+    d.send(json!({"op": "raw_send", "c": "oldbad", "msg": {"type": "connection_init", "payload": {"token": "bad"}}}))
+        .await;
+    let r = d
+        .wait("closed", Duration::from_secs(20), |r| {
+            r["c"] == "oldbad" && r["type"] == "raw_closed"
+        })
+        .await;
+    assert_eq!(r["code"], 4401, "{r}");
+
+    // Browsers connect from FRONTEND_URL or the node's own origin only.
+    d.send(json!({"op": "raw", "c": "evil", "url": ws_url(&node), "protocol": "graphql-transport-ws", "origin": "http://evil.example"}))
+        .await;
+    let r = d
+        .wait("evil refused", Duration::from_secs(20), |r| {
+            r["c"] == "evil" && r["type"] == "raw_refused"
+        })
+        .await;
+    assert_eq!(r["status"], 403, "{r}");
+    let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
+    let own = format!("http://{}", node.addr);
+    d.send(json!({"op": "raw", "c": "own", "url": ws_url(&node), "protocol": "graphql-transport-ws", "origin": own}))
+        .await;
+    d.wait("own open", Duration::from_secs(20), |r| {
+        r["c"] == "own" && r["type"] == "raw_open"
+    })
+    .await;
+    d.quit().await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn operations_over_the_websocket_are_rate_limited_one_by_one() {
+    let redis = TestRedis::start();
+    let mut config = node_config(&redis.url(), None, Clock::redis());
+    config.api.rate_limit_per_s = 3;
+    let node = TestNode::start(config, Registry::new()).await;
+    let mut d = Sio::graphql_ws().await;
+    connected(&mut d, "u", &node, &token("alice", Role::User, None)).await;
+    for i in 0..12 {
+        subscribe(
+            &mut d,
+            "u",
+            &format!("q{i}"),
+            "{ taskQueueStatus { totalTasks } }",
+            json!({}),
+        )
+        .await;
+    }
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let r = next_of(&mut d, 0, "u", &format!("q{i}"), |r| {
+            r["type"] == "next" || r["type"] == "error"
+        })
+        .await;
+        codes.push(
+            r["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("ok")
+                .to_string(),
+        );
+    }
+    assert!(codes.iter().any(|c| c == "RATE_LIMITED"), "{codes:?}");
+    assert!(codes.iter().any(|c| c == "ok"), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| c == "ok" || c == "RATE_LIMITED"),
+        "{codes:?}"
+    );
     d.quit().await;
     node.stop().await;
 }

@@ -9,8 +9,9 @@
 //       (a query or mutation too: graphql-ws runs any operation)
 //   {"op":"unsubscribe","c":"a","s":"s1"}
 //   {"op":"close","c":"a"}
-//   {"op":"raw","c":"r","url":"ws://...","protocol":"graphql-ws"}
-//       a bare `ws` connection, for the older subprotocol and protocol errors
+//   {"op":"raw","c":"r","url":"ws://...","protocol":"graphql-ws","origin":"http://..."}
+//       a bare `ws` connection (origin optional), for the older subprotocol
+//       and protocol errors
 //   {"op":"raw_send","c":"r","msg":{...}}
 //   {"op":"quit"}
 // Reports: {"c","type":"connected"|"closed"|"next"|"error"|"complete"|
@@ -61,8 +62,8 @@ function subscribe({ c, s, query, variables }) {
   subscriptions.set(`${c}/${s}`, dispose);
 }
 
-function raw({ c, url, protocol }) {
-  const ws = new WebSocket(url, protocol);
+function raw({ c, url, protocol, origin }) {
+  const ws = new WebSocket(url, protocol, origin ? { origin } : undefined);
   raws.set(c, ws);
   ws.on("open", () => report({ c, type: "raw_open", at: now(), protocol: ws.protocol }));
   ws.on("message", (m) => report({ c, type: "raw", at: now(), data: JSON.parse(m.toString()) }));

@@ -5,12 +5,13 @@
 //! mutations timed. Subscriptions count themselves when they open or are
 //! refused ([`super::subscription`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextSubscribe,
-    NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    NextSubscribe, NextValidation,
 };
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
@@ -58,6 +59,8 @@ impl ExtensionFactory for Observe {
 #[derive(Default)]
 struct Observed {
     operations: Mutex<Vec<(Option<String>, OperationType)>>,
+    /// The operation came over POST (not WebSocket).
+    posted: AtomicBool,
 }
 
 impl Observed {
@@ -142,19 +145,41 @@ impl Extension for Observed {
         })
     }
 
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        // Only operations over POST come through here.
+        self.posted.store(true, Ordering::Relaxed);
+        next.run(ctx).await
+    }
+
     async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
+        let kind = self.kind(operation_name);
+        // Each event of a WebSocket subscription runs through here too: the
+        // subscription counted itself when it opened.
+        let counted = kind != "subscription" || self.posted.load(Ordering::Relaxed);
         let started = Instant::now();
-        let response = response_with_codes(next.run(ctx, operation_name).await);
-        crate::metrics::graphql_operation(
-            self.kind(operation_name),
-            outcome_of(&response.errors),
-            Some(started.elapsed()),
-        );
+        // Queries and mutations over WebSocket are rate limited one by one
+        // (subscriptions when they open).
+        let throttled = match kind {
+            "subscription" => Ok(()),
+            _ => super::throttle(ctx.data_opt(), ctx.data_opt()).await,
+        };
+        let response = match throttled {
+            Ok(()) => next.run(ctx, operation_name).await,
+            Err(e) => Response::from_errors(vec![e.into_server_error(Default::default())]),
+        };
+        let response = response_with_codes(response);
+        if counted {
+            crate::metrics::graphql_operation(
+                kind,
+                outcome_of(&response.errors),
+                Some(started.elapsed()),
+            );
+        }
         response
     }
 

@@ -93,7 +93,12 @@ impl Live {
                 agents: std::sync::Mutex::new(None),
             }),
         };
-        tokio::spawn(follow(live.inner.clone()));
+        let inner = live.inner.clone();
+        tokio::spawn(async move {
+            follow(&inner).await;
+            // Gone for good (the node stops): nobody may count on it.
+            inner.following.send_replace(false);
+        });
         tokio::spawn(queue_ticker(live.inner.clone()));
         live
     }
@@ -177,7 +182,7 @@ impl Inner {
     }
 }
 
-async fn follow(inner: Arc<Inner>) {
+async fn follow(inner: &Inner) {
     let mut stop = inner.stop.subscribe();
     loop {
         // Idle while nobody subscribes: the hub then reads nothing for us.
@@ -209,6 +214,12 @@ async fn follow(inner: Arc<Inner>) {
             let changed = inner.changed.notified();
             if !inner.wanted() {
                 inner.following.send_replace(false);
+                // A subscription that came in between may have seen
+                // `following` still true: keep following for it.
+                if inner.wanted() {
+                    inner.following.send_replace(true);
+                    continue;
+                }
                 break;
             }
             let first = tokio::select! {
@@ -225,7 +236,7 @@ async fn follow(inner: Arc<Inner>) {
                     _ => break,
                 }
             }
-            dispatch(&inner, batch, &mut stop).await;
+            dispatch(inner, batch, &mut stop).await;
         }
     }
 }
@@ -291,6 +302,9 @@ async fn queue_ticker(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     let every = inner.config.queue_every;
     let settle = inner.config.queue_settle;
+    // One deadline across wake-ups: subscriptions coming and going do not
+    // put the periodic refresh off.
+    let mut due = Instant::now() + every;
     loop {
         let changed = inner.changed.notified();
         if inner.stopping() {
@@ -304,7 +318,7 @@ async fn queue_ticker(inner: Arc<Inner>) {
         }
         let dirty = tokio::select! {
             _ = inner.dirty.notified() => true,
-            _ = tokio::time::sleep(every) => false,
+            _ = tokio::time::sleep_until(due) => false,
             _ = changed => continue,
             _ = stopped(&mut stop) => return,
         };
@@ -314,6 +328,7 @@ async fn queue_ticker(inner: Arc<Inner>) {
                 _ = stopped(&mut stop) => return,
             }
         }
+        due = Instant::now() + every;
         // A failed read is logged; followers keep the last status.
         if let Err(e) = inner.fresh_status(settle.min(every)).await {
             tracing::warn!(error = %e, "graphql taskQueueUpdated: reading the queue status failed");

@@ -7,9 +7,10 @@
 //! request is answered 401 with the error in GraphQL's shape);
 //! subscriptions, and queries and mutations too, over WebSocket at
 //! `/graphql/ws` ([`socket`]), fed by the node's one follower of the event
-//! hub ([`Live`]).
+//! hub ([`Live`]). GraphiQL is served on GET `/graphql` ([`graphiql`]).
 
 mod extension;
+mod graphiql;
 mod live;
 mod mutation;
 mod query;
@@ -58,23 +59,86 @@ impl Default for GraphqlConfig {
 pub(crate) type TaskSchema =
     Schema<query::Query, mutation::Mutation, subscription::SubscriptionRoot>;
 
-/// The schema with its limits over `live` (the queue comes with it).
-pub(crate) fn schema(config: &GraphqlConfig, live: Live) -> TaskSchema {
+/// Deepest introspection query accepted: the standard one (GraphiQL's)
+/// nests type references about 13 levels deep.
+pub const MAX_INTROSPECTION_DEPTH: usize = 20;
+
+/// The schema with its limits over `live` (the queue comes with it);
+/// with `introspection_only`, the one that answers nothing but
+/// introspection, with room for its deeper nesting.
+pub(crate) fn schema(config: &GraphqlConfig, live: Live, introspection_only: bool) -> TaskSchema {
     let builder = Schema::build(
         query::Query,
         mutation::Mutation,
         subscription::SubscriptionRoot,
     )
-    .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
     .extension(extension::Observe)
     .data(live.inner.queue.clone())
     .data(live);
-    if config.introspection {
-        builder.finish()
+    if introspection_only {
+        builder
+            .limit_depth(MAX_INTROSPECTION_DEPTH)
+            .introspection_only()
+            .finish()
+    } else if config.introspection {
+        builder.limit_depth(MAX_DEPTH).finish()
     } else {
-        builder.disable_introspection().finish()
+        builder
+            .limit_depth(MAX_DEPTH)
+            .disable_introspection()
+            .finish()
     }
+}
+
+/// The node's schemas: the one every operation runs on, and (unless
+/// introspection is off) one for introspection queries alone.
+#[derive(Clone)]
+pub(crate) struct Schemas {
+    main: TaskSchema,
+    introspection: Option<TaskSchema>,
+}
+
+impl Schemas {
+    fn new(config: &GraphqlConfig, live: Live) -> Self {
+        Self {
+            main: schema(config, live.clone(), false),
+            introspection: config.introspection.then(|| schema(config, live, true)),
+        }
+    }
+
+    /// The schema for `request`: an operation that selects only
+    /// introspection fields (`__schema`, `__type`, `__typename`) runs on
+    /// the introspection schema.
+    fn for_request(&self, request: &mut async_graphql::Request) -> &TaskSchema {
+        match &self.introspection {
+            Some(introspection) if introspects_only(request) => introspection,
+            _ => &self.main,
+        }
+    }
+}
+
+/// Whether the operation `request` runs selects introspection fields only
+/// (fragments at its top level count as not).
+fn introspects_only(request: &mut async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
+        return false;
+    };
+    let op = match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    op.is_some_and(|op| {
+        let items = &op.node.selection_set.node.items;
+        !items.is_empty()
+            && items.iter().all(|item| match &item.node {
+                Selection::Field(f) => f.node.name.node.starts_with("__"),
+                _ => false,
+            })
+    })
 }
 
 /// The schema in SDL (the repository's `schema.graphql` is this).
@@ -89,12 +153,16 @@ pub fn sdl() -> String {
 }
 
 /// The GraphQL routes over `state`: POST `/graphql`, the WebSocket at
-/// `/graphql/ws`.
+/// `/graphql/ws`, GraphiQL on GET `/graphql` with its files.
 pub(crate) fn routes(state: &AppState) -> poem::Route {
-    let schema = schema(&state.config.graphql, state.graphql.clone());
+    let schemas = Schemas::new(&state.config.graphql, state.graphql.clone());
     poem::Route::new()
-        .at(PATH, poem::post(post).data(schema.clone()))
-        .at(WS_PATH, poem::get(socket::socket).data(schema))
+        .at(
+            PATH,
+            poem::post(post).get(graphiql::page).data(schemas.clone()),
+        )
+        .at(WS_PATH, poem::get(socket::socket).data(schemas.main))
+        .at("/graphql/assets/:file", poem::get(graphiql::asset))
 }
 
 fn caller<'a>(ctx: &async_graphql::Context<'a>) -> async_graphql::Result<&'a Principal> {
@@ -119,11 +187,37 @@ fn error(e: crate::Error) -> async_graphql::Error {
     })
 }
 
+/// Set on WebSocket connections: their operations are rate limited one by
+/// one (a POST is limited as a request).
+pub(super) struct Throttled(pub(super) Arc<AppState>);
+
+/// An [`ApiError`] as a GraphQL error: its code in `extensions.code`.
+fn api_error(e: &ApiError) -> async_graphql::Error {
+    let code = e.code;
+    async_graphql::Error::new(e.message.clone()).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// The rate limit for one operation over WebSocket (nothing over POST,
+/// whose request was counted).
+async fn throttle(
+    data: Option<&Throttled>,
+    principal: Option<&Principal>,
+) -> async_graphql::Result<()> {
+    let (Some(Throttled(state)), Some(principal)) = (data, principal) else {
+        return Ok(());
+    };
+    state
+        .limiter
+        .check(state.queue.store(), &principal.sub)
+        .await
+        .map_err(|e| api_error(&e))
+}
+
 /// `POST /graphql`.
 #[handler]
 pub(super) async fn post(
     Data(state): Data<&Arc<AppState>>,
-    Data(schema): Data<&TaskSchema>,
+    Data(schemas): Data<&Schemas>,
     headers: &poem::http::HeaderMap,
     req: GraphQLRequest,
 ) -> Response {
@@ -144,12 +238,13 @@ pub(super) async fn post(
         .check(state.queue.store(), &principal.sub)
         .await
     {
-        return e.to_response();
+        return refusal(&e);
     }
-    let request = req
+    let mut request = req
         .0
         .data(principal)
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
+    let schema = schemas.for_request(&mut request);
     GraphQLResponse(schema.execute(request).await).into_response()
 }
 
@@ -159,5 +254,12 @@ fn refusal(e: &ApiError) -> Response {
     let body = serde_json::json!({
         "errors": [{"message": e.message, "extensions": {"code": e.code}}]
     });
-    poem::web::Json(body).with_status(e.status).into_response()
+    let mut resp = poem::web::Json(body).with_status(e.status).into_response();
+    if let Some(s) = e.retry_after_s
+        && let Ok(v) = poem::http::HeaderValue::from_str(&s.to_string())
+    {
+        resp.headers_mut()
+            .insert(poem::http::header::RETRY_AFTER, v);
+    }
+    resp
 }

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use async_graphql::{Context, ID, InputObject, Json, Object, Result, SimpleObject};
+use async_graphql::{
+    Context, ErrorExtensions, ID, InputObject, Json, Object, Result, SimpleObject,
+};
 
 use super::types::{AiTask, Long, PriorityGql, Timestamp};
 use super::{caller, service};
@@ -233,7 +235,9 @@ impl Mutation {
     /// the token to `completeTask` or `failTask`, or the task goes to
     /// another worker and this one's results are refused
     /// (`LEASE_MISMATCH`). `TASK_NOT_READY` when it is not QUEUED or waits
-    /// for its run time.
+    /// for its run time. Should the task not be read back after the lease
+    /// was taken, the error carries `extensions.leaseToken` and
+    /// `leaseUntil`.
     #[graphql(name = "startTaskProcessing")]
     async fn start_task_processing(
         &self,
@@ -257,7 +261,18 @@ impl Mutation {
             .start(principal, &id, worker, lease)
             .await
             .map_err(super::error)?;
-        let task = queue.get(principal, &id).await.map_err(super::error)?;
+        // The lease is taken: a failed read-back still hands the worker its
+        // token (in the error's extensions), or the task would sit leased.
+        let task = match queue.get(principal, &id).await {
+            Ok(task) => task,
+            Err(e) => {
+                let (token, until) = (claimed.token, claimed.lease_until);
+                return Err(super::error(e).extend_with(move |_, ext| {
+                    ext.set("leaseToken", token.as_str());
+                    ext.set("leaseUntil", until);
+                }));
+            }
+        };
         let mut task = AiTask::from(task);
         task.lease_token = Some(claimed.token);
         Ok(task)

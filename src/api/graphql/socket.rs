@@ -12,9 +12,8 @@
 //! Connections per node, subscriptions per connection and the message
 //! size are the Socket.IO feed's limits.
 
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_graphql::Data;
@@ -38,6 +37,29 @@ pub const WS_PATH: &str = "/graphql/ws";
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest close reason WebSocket allows (bytes).
 const MAX_REASON: usize = 123;
+/// How often the node pings each connection (browsers and `ws` answer).
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// A connection silent this long (no pong, no message) is closed.
+const SILENT_MAX: Duration = Duration::from_secs(60);
+/// How long one message may take to go out: a client that stops reading
+/// is closed, and holds nothing up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `message` unless the client stopped reading (the send takes
+/// longer than [`SEND_TIMEOUT`]) or the node stops meanwhile; whether it
+/// went out.
+async fn send(
+    sink: &mut futures::stream::SplitSink<WebSocketStream, Message>,
+    message: Message,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        biased;
+        sent = sink.send(message) => sent.is_ok(),
+        _ = super::live::stopped(stop) => false,
+        _ = tokio::time::sleep(SEND_TIMEOUT) => false,
+    }
+}
 
 fn refused(status: StatusCode, code: &'static str, message: &str) -> Response {
     ApiError::new(status, code, message).to_response()
@@ -62,12 +84,16 @@ pub(super) async fn socket(
     headers: &HeaderMap,
     ws: poem::Result<WebSocket>,
 ) -> Response {
+    // Named exactly (the upgrade answers with the name as offered).
     let protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.split(',')
-                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+            v.split(',').map(str::trim).find_map(|p| match p {
+                "graphql-transport-ws" => Some(WebSocketProtocols::GraphQLWS),
+                "graphql-ws" => Some(WebSocketProtocols::SubscriptionsTransportWS),
+                _ => None,
+            })
         });
     let Ok(ws) = ws else {
         return refused(
@@ -83,6 +109,18 @@ pub(super) async fn socket(
             "Sec-WebSocket-Protocol must name graphql-transport-ws or graphql-ws",
         );
     };
+    // Browsers may connect from FRONTEND_URL or the node's own origin (as
+    // for the Socket.IO feed and CORS).
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if !crate::api::ws::origin_allowed(&state.config.cors_origins, origin, host) {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                &format!("origin {origin} is not allowed (FRONTEND_URL)"),
+            );
+        }
+    }
     let live = state.graphql.clone();
     if *live.inner.stop.borrow() {
         let mut e = ApiError::new(
@@ -147,7 +185,7 @@ enum Step {
     /// The `connection_init` check answered (None: it never will).
     Init(Option<InitOutcome>),
     /// A message for the client.
-    Text(String),
+    Send(Message),
     /// Close, for this node's reason.
     Close(u16, String),
     /// async-graphql closes (a refused init, a bad message).
@@ -216,14 +254,20 @@ async fn serve(
         let _ = told.send(Ok(exp));
         let mut data = Data::default();
         data.insert(principal);
+        data.insert(super::Throttled(state.clone()));
         data.insert(Slots {
             open: Arc::new(AtomicUsize::new(0)),
             max: state.config.feed.max_subscriptions,
         });
         Ok(data)
     };
+    // When the client was last heard from (any frame, pongs included).
+    let opened = tokio::time::Instant::now();
+    let heard = Arc::new(AtomicU64::new(0));
+    let heard_in = heard.clone();
     let incoming = source
         .take_while(|m| futures::future::ready(m.is_ok()))
+        .inspect(move |_| heard_in.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed))
         .filter_map(|m| {
             futures::future::ready(match m {
                 Ok(m) if m.is_text() || m.is_binary() => Some(m.into_bytes()),
@@ -237,6 +281,7 @@ async fn serve(
     tokio::pin!(init_deadline);
     let expiry = tokio::time::sleep(Duration::from_secs(365 * 86_400));
     tokio::pin!(expiry);
+    let mut ping = tokio::time::interval_at(opened + PING_EVERY, PING_EVERY);
     let mut initialised = false;
     let mut refusal: Option<u16> = None;
     loop {
@@ -254,9 +299,22 @@ async fn serve(
                 4403,
                 "TOKEN_EXPIRED: the token expired: reconnect with a new one".into(),
             ),
+            _ = ping.tick() => {
+                let silent = opened.elapsed().as_millis() as u64 - heard.load(Ordering::Relaxed);
+                if silent > SILENT_MAX.as_millis() as u64 {
+                    Step::Close(1001, "the client stopped answering pings".into())
+                } else {
+                    Step::Send(Message::Ping(Vec::new()))
+                }
+            }
             m = out.next() => match m {
-                None => break,
-                Some(WsMessage::Text(text)) => Step::Text(text),
+                None => match refusal {
+                    // The older protocol's refusal was a message: close
+                    // with its code too.
+                    Some(code) => Step::Close(code, "connection_init refused".into()),
+                    None => break,
+                },
+                Some(WsMessage::Text(text)) => Step::Send(Message::text(text)),
                 Some(WsMessage::Close(code, reason)) => Step::Refused(code, reason),
             },
         };
@@ -272,8 +330,8 @@ async fn serve(
                 }
                 continue;
             }
-            Step::Text(text) => {
-                if sink.send(Message::text(text)).await.is_err() {
+            Step::Send(message) => {
+                if !send(&mut sink, message, &mut stop).await {
                     break;
                 }
                 continue;
@@ -284,10 +342,17 @@ async fn serve(
                 if !initialised && let Ok(Err(c)) = init.try_recv() {
                     refusal = Some(c);
                 }
-                (refusal.unwrap_or(code), reason)
+                match (refusal, code) {
+                    (Some(refused), _) => (refused, reason),
+                    // graphql-transport-ws: a subscribe before the ack is
+                    // 4401, a message that is not the protocol's 4400.
+                    (None, 1011) => (4401, "Unauthorized: connection_init first".into()),
+                    (None, 1002) => (4400, reason),
+                    (None, code) => (code, reason),
+                }
             }
         };
-        let _ = sink.send(close_message(code, &reason)).await;
+        let _ = send(&mut sink, close_message(code, &reason), &mut stop).await;
         break;
     }
     let _ = sink.close().await;

@@ -103,7 +103,10 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         task_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<AiTask>> + use<>> {
-        let opened = task_changes(ctx, task_id).await;
+        let opened = match super::throttle(ctx.data_opt(), ctx.data_opt()).await {
+            Ok(()) => task_changes(ctx, task_id).await,
+            Err(e) => Err(e),
+        };
         count(opened.as_ref().err());
         opened
     }
@@ -116,7 +119,10 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = Result<TaskQueueStatus>> + use<>> {
-        let opened = queue_changes(ctx).await;
+        let opened = match super::throttle(ctx.data_opt(), ctx.data_opt()).await {
+            Ok(()) => queue_changes(ctx).await,
+            Err(e) => Err(e),
+        };
         count(opened.as_ref().err());
         opened
     }
@@ -131,9 +137,9 @@ struct TaskFollow {
     task: Option<String>,
     /// Sent first: the followed task as it was when following began.
     first: Option<Task>,
-    /// The last state sent of the followed task (`updatedAt`): a record
-    /// read twice is sent once.
-    last_sent: i64,
+    /// The last state sent of the followed task: a record read twice is
+    /// sent once, and one older than what was sent is not sent.
+    last_sent: Option<Task>,
     done: bool,
     _held: Held,
 }
@@ -141,7 +147,13 @@ struct TaskFollow {
 impl TaskFollow {
     fn wants(&self, task: &Task) -> bool {
         match &self.task {
-            Some(id) => *id == task.id && task.updated_at > self.last_sent,
+            Some(id) => {
+                *id == task.id
+                    && self
+                        .last_sent
+                        .as_ref()
+                        .is_none_or(|last| task.updated_at >= last.updated_at && task != last)
+            }
             None => Scope::of(&self.principal).admits(TaskRef::of(task)),
         }
     }
@@ -151,7 +163,7 @@ impl TaskFollow {
             return None;
         }
         if let Some(first) = self.first.take() {
-            self.last_sent = first.updated_at;
+            self.last_sent = Some(first.clone());
             return Some(Ok(first.into()));
         }
         loop {
@@ -166,7 +178,7 @@ impl TaskFollow {
                 Ok(Change::Task(task)) => {
                     if self.wants(&task) {
                         if self.task.is_some() {
-                            self.last_sent = task.updated_at;
+                            self.last_sent = Some((*task).clone());
                         }
                         return Some(Ok((*task).clone().into()));
                     }
@@ -229,7 +241,7 @@ async fn task_changes(
         principal,
         task: task.map(TaskId::into_string),
         first,
-        last_sent: i64::MIN,
+        last_sent: None,
         done: false,
         _held: held,
     };

@@ -337,7 +337,7 @@ impl Feed {
 
 /// Whether a browser `Origin` is admitted: one of `FRONTEND_URL`'s, or the
 /// node's own (`host`: a page the node served).
-fn origin_allowed(origins: &[String], origin: &str, host: Option<&str>) -> bool {
+pub(crate) fn origin_allowed(origins: &[String], origin: &str, host: Option<&str>) -> bool {
     let origin = origin.trim_end_matches('/');
     origins.iter().any(|o| o == origin)
         || host.is_some_and(|host| {
