@@ -69,6 +69,8 @@ pub struct Node {
     pub runtime: Option<Runtime>,
     /// The node's Socket.IO feed.
     pub feed: api::ws::Feed,
+    /// The follower behind the node's GraphQL subscriptions.
+    pub graphql: api::graphql::Live,
     /// Where it listens.
     pub local_addr: std::net::SocketAddr,
 }
@@ -230,6 +232,7 @@ pub async fn run(
         events: hub.clone(),
         runtime,
         feed: feed.clone(),
+        graphql: graphql.clone(),
         local_addr,
     });
 

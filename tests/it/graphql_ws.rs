@@ -490,3 +490,64 @@ async fn operations_over_the_websocket_are_rate_limited_one_by_one() {
     d.quit().await;
     node.stop().await;
 }
+
+#[tokio::test]
+async fn async_graphqls_own_executor_on_node_b_sees_changes_made_through_node_a() {
+    use futures::StreamExt;
+    use taskherd::auth::Principal;
+    let redis = TestRedis::start();
+    let a = api_node(&redis, None).await;
+    let b = api_node(&redis, None).await;
+    let alice = Principal {
+        sub: "alice".into(),
+        role: Role::User,
+        agent: None,
+    };
+    let api = Api::new(&a, token("alice", Role::User, None));
+    let id = api
+        .create(json!({"agentId": "writer", "taskType": "t"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let query = format!("subscription {{ aiTaskStatusChanged(taskId: \"{id}\") {{ id status }} }}");
+    let mut stream = b.graphql.execute_stream(alice.clone(), query.as_str());
+    let next = |r: Option<async_graphql::Response>| {
+        let r = r.expect("the stream goes on");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r.data.into_json().unwrap()["aiTaskStatusChanged"]["status"].clone()
+    };
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap();
+    assert_eq!(next(first), "QUEUED");
+    Api::new(&a, admin_token())
+        .put(&format!("/api/ai/tasks/{id}/cancel"), json!({}))
+        .await
+        .expect(200);
+    let changed = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap();
+    assert_eq!(next(changed), "CANCELLED");
+    // Another user follows nothing of alice's.
+    let bob = Principal {
+        sub: "bob".into(),
+        role: Role::User,
+        agent: None,
+    };
+    let mut refused = b.graphql.execute_stream(bob, query.as_str());
+    let r = tokio::time::timeout(Duration::from_secs(20), refused.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.errors[0].extensions.as_ref().and_then(|e| e.get("code")),
+        Some(&async_graphql::Value::from("TASK_NOT_FOUND")),
+        "{:?}",
+        r.errors
+    );
+    drop(stream);
+    drop(refused);
+    a.stop().await;
+    b.stop().await;
+}

@@ -112,6 +112,27 @@ impl Live {
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Relaxed)
     }
+
+    /// Runs `request` (a subscription, or any operation) as `principal`
+    /// in process, with async-graphql's own executor: the responses a
+    /// WebSocket client would get, under the same rules and the same
+    /// limit on open subscriptions (one caller's, like one connection's).
+    /// Builds the schema each call: for embedding programs and tests, not
+    /// for every event.
+    pub fn execute_stream(
+        &self,
+        principal: crate::auth::Principal,
+        request: impl Into<async_graphql::Request>,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        let schema = super::schema(&super::GraphqlConfig::default(), self.clone(), false);
+        let mut data = async_graphql::Data::default();
+        data.insert(principal);
+        data.insert(super::subscription::Slots {
+            open: Arc::new(AtomicUsize::new(0)),
+            max: self.inner.config.max_subscriptions,
+        });
+        schema.execute_stream_with_session_data(request, Arc::new(data))
+    }
 }
 
 impl Inner {
