@@ -131,7 +131,11 @@ impl Live {
             open: Arc::new(AtomicUsize::new(0)),
             max: self.inner.config.max_subscriptions,
         });
-        schema.execute_stream_with_session_data(request, Arc::new(data))
+        async_graphql::Executor::execute_stream(
+            &super::extension::Observed(schema),
+            request.into(),
+            Some(Arc::new(data)),
+        )
     }
 }
 

@@ -73,7 +73,6 @@ pub(crate) fn schema(config: &GraphqlConfig, live: Live, introspection_only: boo
         subscription::SubscriptionRoot,
     )
     .limit_complexity(MAX_COMPLEXITY)
-    .extension(extension::Observe)
     .data(live.inner.queue.clone())
     .data(live);
     if introspection_only {
@@ -245,7 +244,7 @@ pub(super) async fn post(
         .data(principal)
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
     let schema = schemas.for_request(&mut request);
-    GraphQLResponse(schema.execute(request).await).into_response()
+    GraphQLResponse(extension::execute(schema, request).await).into_response()
 }
 
 /// A request refused before it ran: its status, the error in GraphQL's

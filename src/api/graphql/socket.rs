@@ -275,7 +275,8 @@ async fn serve(
             })
         });
     let mut out =
-        async_graphql::http::WebSocket::new(schema, incoming, protocol).on_connection_init(on_init);
+        async_graphql::http::WebSocket::new(super::extension::Observed(schema), incoming, protocol)
+            .on_connection_init(on_init);
     let mut stop = live.inner.stop.subscribe();
     let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
     tokio::pin!(init_deadline);
