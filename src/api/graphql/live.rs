@@ -132,7 +132,7 @@ impl Live {
             max: self.inner.config.max_subscriptions,
         });
         async_graphql::Executor::execute_stream(
-            &super::extension::Observed(schema),
+            &super::observe::Observed(schema),
             request.into(),
             Some(Arc::new(data)),
         )

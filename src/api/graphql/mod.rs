@@ -9,10 +9,10 @@
 //! `/graphql/ws` ([`socket`]), fed by the node's one follower of the event
 //! hub ([`Live`]). GraphiQL is served on GET `/graphql` ([`graphiql`]).
 
-mod extension;
 mod graphiql;
 mod live;
 mod mutation;
+mod observe;
 mod query;
 mod socket;
 mod subscription;
@@ -244,7 +244,7 @@ pub(super) async fn post(
         .data(principal)
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
     let schema = schemas.for_request(&mut request);
-    GraphQLResponse(extension::execute(schema, request).await).into_response()
+    GraphQLResponse(observe::execute(schema, request).await).into_response()
 }
 
 /// A request refused before it ran: its status, the error in GraphQL's

@@ -275,7 +275,7 @@ async fn serve(
             })
         });
     let mut out =
-        async_graphql::http::WebSocket::new(super::extension::Observed(schema), incoming, protocol)
+        async_graphql::http::WebSocket::new(super::observe::Observed(schema), incoming, protocol)
             .on_connection_init(on_init);
     let mut stop = live.inner.stop.subscribe();
     let init_deadline = tokio::time::sleep(INIT_TIMEOUT);

@@ -82,7 +82,7 @@ fn draining() -> async_graphql::Error {
 
 /// Counts a subscription opened, or refused with `refusal`.
 fn count(refusal: Option<&async_graphql::Error>) {
-    let outcome = super::extension::outcome(refusal.map(|e| e.extensions.as_ref()));
+    let outcome = super::observe::outcome(refusal.map(|e| e.extensions.as_ref()));
     crate::metrics::graphql_operation("subscription", outcome, None);
 }
 
