@@ -132,7 +132,7 @@ impl Live {
             max: self.inner.config.max_subscriptions,
         });
         async_graphql::Executor::execute_stream(
-            &super::observe::Observed(schema),
+            &super::observe::Observed(schema, Arc::default()),
             request.into(),
             Some(Arc::new(data)),
         )

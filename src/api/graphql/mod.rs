@@ -96,6 +96,7 @@ pub(crate) fn schema(config: &GraphqlConfig, live: Live, introspection_only: boo
 pub(crate) struct Schemas {
     main: TaskSchema,
     introspection: Option<TaskSchema>,
+    documents: Arc<observe::Documents>,
 }
 
 impl Schemas {
@@ -103,6 +104,7 @@ impl Schemas {
         Self {
             main: schema(config, live.clone(), false),
             introspection: config.introspection.then(|| schema(config, live, true)),
+            documents: Arc::default(),
         }
     }
 
@@ -160,7 +162,10 @@ pub(crate) fn routes(state: &AppState) -> poem::Route {
             PATH,
             poem::post(post).get(graphiql::page).data(schemas.clone()),
         )
-        .at(WS_PATH, poem::get(socket::socket).data(schemas.main))
+        .at(
+            WS_PATH,
+            poem::get(socket::socket).data(observe::Observed(schemas.main, schemas.documents)),
+        )
         .at("/graphql/assets/:file", poem::get(graphiql::asset))
 }
 
@@ -243,6 +248,7 @@ pub(super) async fn post(
         .0
         .data(principal)
         .data(types::AgentsOnce(tokio::sync::OnceCell::new()));
+    schemas.documents.prepare(&mut request);
     let schema = schemas.for_request(&mut request);
     GraphQLResponse(observe::execute(schema, request).await).into_response()
 }

@@ -25,8 +25,8 @@ use poem::web::websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream}
 use poem::{IntoResponse, Response, handler};
 use tokio::sync::oneshot;
 
-use super::TaskSchema;
 use super::live::Live;
+use super::observe::Observed;
 use super::subscription::Slots;
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -80,7 +80,7 @@ impl Drop for Connection {
 #[handler]
 pub(super) async fn socket(
     PoemData(state): PoemData<&Arc<AppState>>,
-    PoemData(schema): PoemData<&TaskSchema>,
+    PoemData(schema): PoemData<&Observed>,
     headers: &HeaderMap,
     ws: poem::Result<WebSocket>,
 ) -> Response {
@@ -214,7 +214,7 @@ fn until_unix(exp: u64) -> Duration {
 
 async fn serve(
     stream: WebSocketStream,
-    schema: TaskSchema,
+    schema: Observed,
     state: Arc<AppState>,
     protocol: WebSocketProtocols,
     header_token: Option<String>,
@@ -275,8 +275,7 @@ async fn serve(
             })
         });
     let mut out =
-        async_graphql::http::WebSocket::new(super::observe::Observed(schema), incoming, protocol)
-            .on_connection_init(on_init);
+        async_graphql::http::WebSocket::new(schema, incoming, protocol).on_connection_init(on_init);
     let mut stop = live.inner.stop.subscribe();
     let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
     tokio::pin!(init_deadline);
