@@ -268,7 +268,7 @@ fn describe() {
     describe_counter!(WS_EVENTS_SENT, "Socket.IO events sent (event)");
     describe_counter!(
         WS_EVENTS_DROPPED,
-        "Feed events clients missed and were told to resync for, or lost when cut off (reason=lagged|trimmed|slow: Socket.IO; graphql: GraphQL subscriptions that fell behind and ended)"
+        "Feed events clients missed and were told to resync for, or lost when cut off (reason=lagged|trimmed|slow: Socket.IO; graphql: GraphQL subscriptions cut off for falling behind, one each)"
     );
     describe_counter!(
         WS_SLOW_CLIENTS,
@@ -531,9 +531,10 @@ pub(crate) fn feed_dropped(reason: &'static str) {
     counter!(WS_EVENTS_DROPPED, "reason" => reason).increment(1);
 }
 
-/// A GraphQL subscription ended for falling `missed` changes behind.
-pub(crate) fn graphql_subscription_cut(missed: u64) {
-    counter!(WS_EVENTS_DROPPED, "reason" => "graphql").increment(missed);
+/// GraphQL subscriptions ended for falling behind (each misses at least
+/// the change that did not fit).
+pub(crate) fn graphql_subscription_cut(subscriptions: u64) {
+    counter!(WS_EVENTS_DROPPED, "reason" => "graphql").increment(subscriptions);
 }
 
 /// A Socket.IO client cut off for falling behind.

@@ -551,3 +551,98 @@ async fn async_graphqls_own_executor_on_node_b_sees_changes_made_through_node_a(
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_that_falls_behind_is_cut_off_with_slow_consumer() {
+    use futures::StreamExt;
+    use taskherd::auth::Principal;
+    let redis = TestRedis::start();
+    let mut config = node_config(&redis.url(), None, Clock::redis());
+    // The smallest buffer: 64 changes.
+    config.api.feed.client_buffer = 1;
+    let node = TestNode::start(config, Registry::new()).await;
+    let admin = Principal {
+        sub: "root".into(),
+        role: Role::Admin,
+        agent: None,
+    };
+    let api = Api::new(&node, admin_token());
+    let mut stream = node
+        .graphql
+        .execute_stream(admin, "subscription { aiTaskStatusChanged { id } }");
+    // Live once a change arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        api.create(json!({"agentId": "a", "taskType": "t"})).await;
+        if tokio::time::timeout(Duration::from_millis(500), stream.next())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never live");
+    }
+    // 100 changes while the subscriber reads nothing: more than its buffer.
+    let tasks: Vec<Value> = (0..100)
+        .map(|i| json!({"agentId": "a", "taskType": "t", "inputData": {"i": i}}))
+        .collect();
+    api.post("/api/ai/tasks/batch", json!({"tasks": tasks}))
+        .await
+        .expect(201);
+    // Still reading nothing until the node has cut it off (the only
+    // GraphQL subscription that falls behind in these tests).
+    wait_until(
+        "the subscription is cut off",
+        Duration::from_secs(20),
+        || {
+            let api = api.clone();
+            async move {
+                let text = api
+                    .request(reqwest::Method::GET, "/metrics")
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                text.lines()
+                    .find(|l| {
+                        l.starts_with("taskherd_websocket_events_dropped_total{reason=\"graphql\"}")
+                    })
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .filter(|n| *n >= 1.0)
+            }
+        },
+    )
+    .await;
+    let mut delivered = 0;
+    let ending = loop {
+        let r = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("the stream answers ({delivered} delivered)"))
+            .expect("it ends with an error, not silently");
+        if r.errors.is_empty() {
+            delivered += 1;
+            continue;
+        }
+        break r;
+    };
+    assert_eq!(
+        ending.errors[0]
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code")),
+        Some(&async_graphql::Value::from("SLOW_CONSUMER")),
+        "{:?}",
+        ending.errors
+    );
+    // What its buffer held (64), then the refusal.
+    assert!(delivered <= 64, "{delivered} delivered");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the stream ends")
+            .is_none()
+    );
+    node.stop().await;
+}

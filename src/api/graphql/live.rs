@@ -1,9 +1,11 @@
 //! The node's one follower of the event hub for GraphQL subscriptions.
 //!
 //! While any subscription is open it follows the hub, reads the records of
-//! each batch's tasks once for all subscribers, and broadcasts each changed
-//! task; each subscription filters them by its task id and by what its
-//! caller may see ([`crate::auth::Scope`], the Socket.IO feed's rule). The
+//! each batch's tasks once for all subscribers, and hands each changed task
+//! to the subscriptions it concerns only: those of its id, and those of
+//! every task a scope sees ([`crate::auth::Scope`], the Socket.IO feed's
+//! rule: its owner's, its agent's, all). A subscription more than its
+//! buffer behind is cut off. The
 //! queue status `taskQueueUpdated` sends is computed once per node: after
 //! changes (settled) and every few seconds while anyone follows it.
 
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::api::ws::FeedConfig;
@@ -36,6 +38,61 @@ pub(super) enum Change {
     Missed,
 }
 
+/// What a subscription follows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Key {
+    /// One task.
+    Task(String),
+    /// Every task of an owner (a user's scope).
+    Owner(String),
+    /// Every task of an agent (a worker's scope).
+    Agent(String),
+    /// Every task (an admin's scope).
+    All,
+}
+
+/// One open subscription's end of the follower.
+struct Sub {
+    tx: mpsc::Sender<Change>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Default)]
+struct Subs {
+    by_key: HashMap<Key, HashMap<u64, Sub>>,
+    count: usize,
+    next: u64,
+}
+
+/// A subscription's registration: its changes arrive on `rx`; `rx` ends
+/// early when it was cut off for falling behind (`cut`), or when the node
+/// stops. Dropping it unregisters.
+pub(super) struct Registration {
+    pub(super) rx: mpsc::Receiver<Change>,
+    pub(super) cut: Arc<std::sync::atomic::AtomicBool>,
+    key: Key,
+    id: u64,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut guard = self.inner.subs();
+        let subs = &mut *guard;
+        if let Some(members) = subs.by_key.get_mut(&self.key)
+            && members.remove(&self.id).is_some()
+        {
+            subs.count -= 1;
+            if members.is_empty() {
+                subs.by_key.remove(&self.key);
+            }
+        }
+        drop(guard);
+        // The follower sees whether anyone is left.
+        self.inner.changed.notify_waiters();
+    }
+}
+
 /// The queue status as last computed, and when.
 pub(super) type Status = Option<(Instant, Arc<QueueStatus>)>;
 
@@ -49,7 +106,8 @@ pub(super) struct Inner {
     pub(super) queue: Queue,
     hub: Hub,
     pub(super) config: FeedConfig,
-    pub(super) changes: broadcast::Sender<Change>,
+    /// The open subscriptions, by what they follow.
+    subs: std::sync::Mutex<Subs>,
     /// Whether the follower follows the hub (subscriptions opened before
     /// this is true may miss what happened before it).
     following: watch::Sender<bool>,
@@ -77,13 +135,12 @@ impl Live {
     /// (`config`: connections, subscriptions per connection, buffer,
     /// message size, queue status timing).
     pub fn start(queue: Queue, hub: Hub, config: FeedConfig) -> Live {
-        let (changes, _) = broadcast::channel(config.client_buffer.max(BATCH));
         let live = Live {
             inner: Arc::new(Inner {
                 queue,
                 hub,
                 config,
-                changes,
+                subs: std::sync::Mutex::new(Subs::default()),
                 following: watch::channel(false).0,
                 status: watch::channel(None).0,
                 changed: Notify::new(),
@@ -140,8 +197,86 @@ impl Live {
 }
 
 impl Inner {
+    fn subs(&self) -> std::sync::MutexGuard<'_, Subs> {
+        self.subs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a subscription to `key`'s changes, with a buffer of the
+    /// feed's client buffer.
+    pub(super) fn register(self: &Arc<Self>, key: Key) -> Registration {
+        let (tx, rx) = mpsc::channel(self.config.client_buffer.max(BATCH));
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut subs = self.subs();
+        subs.next += 1;
+        let id = subs.next;
+        subs.count += 1;
+        subs.by_key.entry(key.clone()).or_default().insert(
+            id,
+            Sub {
+                tx,
+                cut: cut.clone(),
+            },
+        );
+        Registration {
+            rx,
+            cut,
+            key,
+            id,
+            inner: self.clone(),
+        }
+    }
+
+    /// Hands `change` to the subscriptions of `keys`; one whose buffer is
+    /// full is cut off (its channel closes once it has read what it has).
+    fn send_to(&self, keys: &[Key], change: &Change) {
+        let mut guard = self.subs();
+        let subs = &mut *guard;
+        let mut cut = Vec::new();
+        for key in keys {
+            let Some(members) = subs.by_key.get(key) else {
+                continue;
+            };
+            for (id, sub) in members {
+                if sub.tx.try_send(change.clone()).is_err() {
+                    sub.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+                    cut.push((key.clone(), *id));
+                }
+            }
+        }
+        for (key, id) in cut {
+            if let Some(members) = subs.by_key.get_mut(&key)
+                && members.remove(&id).is_some()
+            {
+                subs.count -= 1;
+                if members.is_empty() {
+                    subs.by_key.remove(&key);
+                }
+                crate::metrics::graphql_subscription_cut(1);
+            }
+        }
+    }
+
+    fn send_task(&self, task: Arc<Task>) {
+        let mut keys = vec![
+            Key::Task(task.id.clone()),
+            Key::Agent(task.agent_id.clone()),
+            Key::All,
+        ];
+        if let Some(owner) = &task.owner_id {
+            keys.push(Key::Owner(owner.clone()));
+        }
+        self.send_to(&keys, &Change::Task(task));
+    }
+
+    fn send_all(&self, change: Change) {
+        let keys: Vec<Key> = self.subs().by_key.keys().cloned().collect();
+        self.send_to(&keys, &change);
+    }
+
     fn wanted(&self) -> bool {
-        self.changes.receiver_count() > 0 || self.status.receiver_count() > 0
+        self.subs().count > 0 || self.status.receiver_count() > 0
     }
 
     fn stopping(&self) -> bool {
@@ -280,7 +415,7 @@ async fn dispatch(
             Ok(Delivery::Resync) | Ok(Delivery::Lagged { .. }) => {
                 send_tasks(inner, std::mem::take(&mut events), stop).await;
                 tracing::warn!("graphql subscriptions lost events: every subscription ends");
-                let _ = inner.changes.send(Change::Missed);
+                inner.send_all(Change::Missed);
             }
             Err(e) => tracing::warn!(error = %e, "graphql subscriptions: event hub read failed"),
         }
@@ -317,7 +452,7 @@ async fn send_tasks(inner: &Inner, events: Vec<Arc<Event>>, stop: &mut watch::Re
         }
     };
     for task in records.into_iter().flatten() {
-        let _ = inner.changes.send(Change::Task(Arc::new(task)));
+        inner.send_task(Arc::new(task));
     }
 }
 

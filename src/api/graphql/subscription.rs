@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_graphql::{Context, ErrorExtensions, ID, Result, Subscription};
 use futures::Stream;
 use futures::stream::BoxStream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use super::live::{Change, Inner, Live, Status};
+use super::live::{Change, Inner, Key, Live, Registration, Status};
 use super::types::{AiTask, TaskQueueStatus};
 use super::{caller, error};
 use crate::auth::{Principal, Scope, TaskRef};
@@ -130,7 +130,7 @@ impl SubscriptionRoot {
 
 /// What one `aiTaskStatusChanged` stream holds.
 struct TaskFollow {
-    rx: broadcast::Receiver<Change>,
+    changes: Registration,
     stop: watch::Receiver<bool>,
     principal: Principal,
     /// The one task followed, if one is.
@@ -168,14 +168,14 @@ impl TaskFollow {
         }
         loop {
             let received = tokio::select! {
-                r = self.rx.recv() => r,
+                r = self.changes.rx.recv() => r,
                 _ = super::live::stopped(&mut self.stop) => {
                     self.done = true;
                     return Some(Err(draining()));
                 }
             };
             match received {
-                Ok(Change::Task(task)) => {
+                Some(Change::Task(task)) => {
                     if self.wants(&task) {
                         if self.task.is_some() {
                             self.last_sent = Some((*task).clone());
@@ -183,22 +183,21 @@ impl TaskFollow {
                         return Some(Ok((*task).clone().into()));
                     }
                 }
-                Ok(Change::Missed) => {
+                Some(Change::Missed) => {
                     self.done = true;
                     return Some(Err(coded(
                         "RESYNC",
                         "the node lost events: re-read the task(s), then subscribe again",
                     )));
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                None if self.changes.cut.load(Ordering::Relaxed) => {
                     self.done = true;
-                    crate::metrics::graphql_subscription_cut(missed);
                     return Some(Err(coded(
                         "SLOW_CONSUMER",
                         "this subscription fell too far behind: re-read, then subscribe again",
                     )));
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                None => return None,
             }
         }
     }
@@ -226,7 +225,19 @@ async fn task_changes(
         queue.follow_task(&principal, id).await.map_err(error)?;
     }
     let held = hold(ctx, "aiTaskStatusChanged")?;
-    let rx = live.changes.subscribe();
+    let key = match &task {
+        Some(id) => Key::Task(id.to_string()),
+        None => match Scope::of(&principal) {
+            Scope::All => Key::All,
+            Scope::Owner(owner) => Key::Owner(owner.to_string()),
+            Scope::Agent(agent) => Key::Agent(agent.to_string()),
+            // follow_all_tasks refused it above.
+            Scope::Nothing => {
+                return Err(error(crate::Error::Forbidden("no tasks to follow".into())));
+            }
+        },
+    };
+    let changes = live.register(key);
     if !live.until_following().await {
         return Err(draining());
     }
@@ -236,7 +247,7 @@ async fn task_changes(
         None => None,
     };
     let follow = TaskFollow {
-        rx,
+        changes,
         stop: live.stop.subscribe(),
         principal,
         task: task.map(TaskId::into_string),
