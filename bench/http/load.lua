@@ -2,6 +2,8 @@
 --
 -- Request: method, body and bearer token from the environment
 --   BENCH_METHOD (GET or POST), BENCH_BODY (JSON, POST only), BENCH_TOKEN.
+-- BENCH_FAIL_ON: a response whose body contains this text counts as
+--   failed, like a non-2xx one (GraphQL answers errors with 200).
 -- Bound: each thread stops after BENCH_MAX_REQUESTS / threads responses
 -- (wrk's -d bounds the time).
 -- Output: one line `RESULT key=value ...` with the request count, rate,
@@ -22,6 +24,10 @@ if method == "POST" then
 end
 
 local limit
+local fail_on = os.getenv("BENCH_FAIL_ON")
+if fail_on == "" then
+  fail_on = nil
+end
 
 function init(args)
   responses = 0
@@ -32,6 +38,8 @@ end
 function response(status, headers, body)
   responses = responses + 1
   if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  elseif fail_on and body and string.find(body, fail_on, 1, true) then
     non2xx = non2xx + 1
   end
   if responses >= limit then

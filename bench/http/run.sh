@@ -11,6 +11,15 @@
 # column compares taskherd with it.
 #
 #   scripts/dev bench-http            (or bench/http/run.sh)
+#   BENCH_SET=graphql scripts/dev bench-http
+#
+# BENCH_SET=graphql measures GraphQL against REST instead, on the same node
+# in the same run, BENCH_PASSES times interleaved (default 3): `aiTask(id)`
+# against `GET /api/ai/tasks/:id` and `aiTasks(pagination: {limit: 20})`
+# against `GET /api/ai/tasks?limit=20`, both selecting every field REST
+# returns (the list also `agent { name type }`, read once per request), the
+# rate limit off for both. A GraphQL answer carrying `errors` counts as
+# failed.
 #
 # Load: wrk (installed with apt-get when missing), loopback only, each run
 # bounded in time (BENCH_DURATION s, at most 120) and in count
@@ -32,6 +41,8 @@ CONNECTIONS="${BENCH_CONNECTIONS:-50}"
 THREADS="${BENCH_THREADS:-2}"           # wrk threads
 MAX_REQUESTS="${BENCH_MAX_REQUESTS:-3000000}"
 LIMIT_OFF="${BENCH_LIMIT_OFF:-1}"       # 1: also measure with the rate limit off
+SET="${BENCH_SET:-rest}"                # rest, or graphql (GraphQL against REST)
+PASSES="${BENCH_PASSES:-3}"             # graphql: interleaved passes
 BODY='{"agentId":"bench","taskType":"bench","inputData":{"n":1}}'
 SECRET="bench-http-only-secret-0123456789abcdef"
 
@@ -141,8 +152,8 @@ redis_pid() {
 
 # One wrk run; prints its RESULT line (fields: see load.lua).
 load() { # $1 method, $2 url, $3 seconds
-  BENCH_METHOD="$1" BENCH_BODY="$BODY" BENCH_TOKEN="$TOKEN" BENCH_THREADS="$THREADS" \
-    BENCH_MAX_REQUESTS="$MAX_REQUESTS" \
+  BENCH_METHOD="$1" BENCH_BODY="${LOAD_BODY:-$BODY}" BENCH_TOKEN="$TOKEN" BENCH_THREADS="$THREADS" \
+    BENCH_MAX_REQUESTS="$MAX_REQUESTS" BENCH_FAIL_ON="${BENCH_FAIL_ON:-}" \
     timeout --kill-after=5 $(($3 + 30)) \
     wrk -t "$THREADS" -c "$CONNECTIONS" -d "${3}s" --timeout 5s -s bench/http/load.lua "$2" |
     grep '^RESULT'
@@ -191,6 +202,46 @@ measure() { # $1 endpoint label, $2 target label, $3 method, $4 url, $5 bare rps
 
 BARE_URL="http://127.0.0.1:$BARE_PORT/api/ai/tasks"
 NODE_URL="http://127.0.0.1:$NODE_PORT/api/ai/tasks"
+
+if [ "$SET" = graphql ]; then
+  [[ "$PASSES" =~ ^[1-9][0-9]?$ ]] || { echo "bench-http: BENCH_PASSES 1-99" >&2; exit 2; }
+  stop_pid "$FLOOR_PID"; FLOOR_PID=""
+  stop_pid "$BARE_PID"; BARE_PID=""
+  stop_pid "$NODE_PID"
+  start_node 0
+  # 30 tasks more (a page of 20 is full), of an agent with a record.
+  curl -s --max-time 5 -o /dev/null -X PUT -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"Bench","type":"llm"}' "$NODE_URL/../agents/bench"
+  for _ in $(seq 30); do
+    curl -s --max-time 5 -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" \
+      -H 'Content-Type: application/json' -d "$BODY" "$NODE_URL"
+  done
+  FIELDS="id agentId taskType inputData outputData status priority retryCount maxRetries timeoutMs errorMessage estimatedCost actualCost qualityScore metrics { durationMs tokensIn tokensOut } runAt idempotencyKey ownerId workerId leaseUntil createdAt startedAt completedAt updatedAt"
+  GQL_ONE="$(python3 -c 'import json,sys; print(json.dumps({"query": "query($id: ID!) { aiTask(id: $id) { %s } }" % sys.argv[1], "variables": {"id": sys.argv[2]}}))' "$FIELDS" "$TASK_ID")"
+  GQL_LIST="$(python3 -c 'import json,sys; print(json.dumps({"query": "{ aiTasks(pagination: {limit: 20}) { tasks { %s agent { name type } } totalCount pageInfo { hasNextPage currentPage totalPages nextCursor } } }" % sys.argv[1]}))' "$FIELDS")"
+  GQL_URL="http://127.0.0.1:$NODE_PORT/graphql"
+  echo "bench-http: GraphQL against REST, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS," \
+    "${DURATION} s per run after ${WARMUP} s warm-up, $PASSES passes; load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  for pass in $(seq "$PASSES"); do
+    LOAD_BODY="" measure "one task (pass $pass)" "REST GET /api/ai/tasks/:id" GET "$NODE_URL/$TASK_ID" ""
+    REST_ONE="$LAST_RPS"
+    LOAD_BODY="$GQL_ONE" BENCH_FAIL_ON='"errors"' measure "one task (pass $pass)" "GraphQL aiTask(id)" POST "$GQL_URL" "$REST_ONE"
+    LOAD_BODY="" measure "20 tasks (pass $pass)" "REST GET /api/ai/tasks?limit=20" GET "$NODE_URL?limit=20" ""
+    REST_LIST="$LAST_RPS"
+    LOAD_BODY="$GQL_LIST" BENCH_FAIL_ON='"errors"' measure "20 tasks (pass $pass)" "GraphQL aiTasks(limit: 20)" POST "$GQL_URL" "$REST_LIST"
+  done
+  echo "bench-http: load average after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)" >&2
+  echo
+  echo "| read | target | requests/s | p50 ms | p99 ms | failed / requests | socket errors | server CPU µs/req | Redis CPU µs/req | vs REST | |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  printf '%s\n' "${ROWS[@]}"
+  if [ "$FAILED" -gt 0 ]; then
+    echo "bench-http: $FAILED responses failed; see the table" >&2
+    tail -n 20 "$WORK/node.log" >&2
+    exit 1
+  fi
+  exit 0
+fi
 echo "bench-http: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS," \
   "${DURATION} s per run after ${WARMUP} s warm-up; GET reads $TASK_ID;" \
   "Redis pool: ${TASKHERD_REDIS_POOL:-default};" \

@@ -1,11 +1,14 @@
-// The Socket.IO feed benchmark (scripts/dev bench-feed): latency from a task
-// created through node A's REST API to its event on socket.io-client
-// connections to node B, at a fixed rate. Prints one JSON line.
+// The feed benchmark (scripts/dev bench-feed): latency from a task created
+// through node A's REST API to its event on connections to node B, at a
+// fixed rate. Prints one JSON line.
 //
 // Settings (environment): NODE_A, NODE_B (base URLs), TOKEN (admin),
-// CLIENTS (connections to B), AGENTS (rooms: client i follows agent
-// i % AGENTS, a task of agent k reaches CLIENTS / AGENTS clients), RATE
-// (creates per second), DURATION_S (how long the load runs), TRANSPORT.
+// CLIENTS (connections to B), AGENTS (client i follows agent i % AGENTS, a
+// task of agent k reaches CLIENTS / AGENTS clients), RATE (creates per
+// second), DURATION_S (how long the load runs), TRANSPORT, FEED:
+// `socketio` (socket.io-client, room agent:<id>) or `graphql` (graphql-ws,
+// `aiTaskStatusChanged` with a worker token of the agent, minted here from
+// JWT_SECRET: a worker sees its agent's tasks).
 //
 // Latency is measured three ways per delivery: from the commit (the event's
 // `timestamp`, Redis' clock in whole milliseconds, so up to 1 ms too
@@ -13,6 +16,7 @@
 // request), and from the moment its response arrived (a lower bound: the
 // commit happened before; negative values count as 0).
 const { io } = require("socket.io-client");
+const crypto = require("node:crypto");
 
 const env = (k, d) => process.env[k] ?? d;
 const NODE_A = env("NODE_A");
@@ -25,6 +29,79 @@ const SECONDS = Number(env("DURATION_S", "10"));
 const TRANSPORT = env("TRANSPORT", "websocket");
 const BATCH = Number(env("BATCH", "10"));
 const MAX_REQUESTS_IN_FLIGHT = 256;
+const FEED = env("FEED", "socketio");
+
+// An HS256 token for a worker of `agent` (what `taskherd token` mints).
+function workerToken(agent) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const head = b64({ alg: "HS256", typ: "JWT" });
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  const body = b64({ sub: `bench-${agent}`, role: "worker", agent, exp });
+  const sig = crypto.createHmac("sha256", env("JWT_SECRET")).update(`${head}.${body}`).digest("base64url");
+  return `${head}.${body}.${sig}`;
+}
+
+// CLIENTS graphql-ws connections to node B, each subscribed to its agent's
+// tasks; `onTask(id, at, committedAt)` per delivery. Resolves once every
+// client has seen a warm-up task of its agent (the protocol has no
+// subscribe ack): from then on each is live.
+async function graphqlClients(onTask) {
+  const { createClient } = require("graphql-ws");
+  const WebSocket = require("ws");
+  const url = NODE_B.replace(/^http/, "ws") + "/graphql/ws";
+  const warm = new Set();
+  const clients = [];
+  for (let i = 0; i < CLIENTS; i++) {
+    const agent = `bench-${i % AGENTS}`;
+    const client = createClient({
+      url,
+      webSocketImpl: WebSocket,
+      connectionParams: { token: workerToken(agent) },
+      retryAttempts: 0,
+      lazy: false,
+      onNonLazyError: (e) => {
+        console.error(`client ${i}: ${e?.reason ?? e}`);
+        process.exit(2);
+      },
+    });
+    client.subscribe(
+      { query: "subscription { aiTaskStatusChanged { id taskType updatedAt } }" },
+      {
+        next: (r) => {
+          const t = r.data?.aiTaskStatusChanged;
+          if (!t) return;
+          if (t.taskType === "warmup") warm.add(i);
+          else onTask(t.id, now(), t.updatedAt);
+        },
+        error: (e) => {
+          console.error(`client ${i}: ${JSON.stringify(e?.reason ?? e)}`);
+          process.exit(2);
+        },
+        complete: () => {},
+      },
+    );
+    clients.push(client);
+  }
+  const deadline = now() + 60_000;
+  while (warm.size < CLIENTS) {
+    const tasks = [];
+    for (let k = 0; k < AGENTS; k++) tasks.push({ agentId: `bench-${k}`, taskType: "warmup" });
+    for (let k = 0; k < tasks.length; k += 100) {
+      await fetch(`${NODE_A}/api/ai/tasks/batch`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ tasks: tasks.slice(k, k + 100) }),
+      });
+    }
+    const until = now() + 1000;
+    while (warm.size < CLIENTS && now() < until) await sleep(20);
+    if (now() > deadline) {
+      console.error(`only ${warm.size} of ${CLIENTS} clients went live`);
+      process.exit(2);
+    }
+  }
+  return clients;
+}
 
 // The wall clock with sub-millisecond steps: performance.now() anchored to
 // Date.now() at the instant Date.now() ticks (performance.timeOrigin can be
@@ -49,7 +126,12 @@ async function main() {
   const received = []; // [taskId, at]
   const sockets = [];
   let connected = 0;
-  for (let i = 0; i < CLIENTS; i++) {
+  if (FEED === "graphql") {
+    const clients = await graphqlClients((id, at, committedAt) => received.push([id, at, committedAt]));
+    connected = clients.length;
+    sockets.push(...clients.map((c) => ({ close: () => c.dispose() })));
+  }
+  for (let i = 0; FEED !== "graphql" && i < CLIENTS; i++) {
     const s = io(NODE_B, {
       path: "/ws/ai-tasks",
       auth: { token: TOKEN },
@@ -110,9 +192,10 @@ async function main() {
   });
   console.log(
     JSON.stringify({
+      feed: FEED,
       clients: connected,
       agents: AGENTS,
-      transport: TRANSPORT,
+      transport: FEED === "graphql" ? "websocket" : TRANSPORT,
       rate_target: RATE,
       rate_achieved: Math.round(sent.size / loadSeconds),
       created: sent.size,
