@@ -208,7 +208,12 @@ pub async fn run(
         config.api.feed.clone(),
         config.api.cors_origins.clone(),
     );
-    let graphql = api::graphql::Live::start(queue.clone(), hub.clone(), config.api.feed.clone());
+    let graphql = api::graphql::Live::start(
+        queue.clone(),
+        hub.clone(),
+        config.api.feed.clone(),
+        config.api.graphql.clone(),
+    );
     gate.open(
         Arc::new(AppState {
             queue: queue.clone(),

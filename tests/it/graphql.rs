@@ -257,7 +257,7 @@ async fn tokens_roles_and_limits_are_those_of_rest() {
     assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
 
     // Depth and complexity are limited. Introspection alone may nest
-    // deeper (GraphiQL's query goes 13 levels), up to 20.
+    // deeper (GraphiQL's query goes 13 levels), up to 15.
     let nested = |levels: usize| {
         format!(
             "__schema {{ types {{ fields {{ type {{ {}name{} }} }} }} }}",
@@ -284,7 +284,7 @@ async fn tokens_roles_and_limits_are_those_of_rest() {
     let (_, body) = gql(
         &node,
         Some(&admin),
-        &format!("{{ {} }}", nested(17)),
+        &format!("{{ {} }}", nested(12)),
         json!({}),
     )
     .await;

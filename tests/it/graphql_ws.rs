@@ -646,3 +646,47 @@ async fn a_subscription_that_falls_behind_is_cut_off_with_slow_consumer() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_connection_and_a_too_fast_one_are_closed_with_their_codes() {
+    let redis = TestRedis::start();
+    let mut config = node_config(&redis.url(), None, Clock::redis());
+    config.api.rate_limit_per_s = 1;
+    let node = TestNode::start(config, Registry::new()).await;
+    let mut d = Sio::graphql_ws().await;
+    // No connection_init within 10 s: 4408.
+    d.send(json!({"op": "raw", "c": "silent", "url": ws_url(&node), "protocol": "graphql-transport-ws"}))
+        .await;
+    // connection_init is rate limited per subject: 1/s here, five at once.
+    let user = token("alice", Role::User, None);
+    for i in 0..5 {
+        d.send(json!({"op": "connect", "c": format!("c{i}"), "url": ws_url(&node), "params": {"token": user}}))
+            .await;
+    }
+    let mut limited = 0;
+    for i in 0..5 {
+        let c = format!("c{i}");
+        let r = d
+            .wait(&c, Duration::from_secs(20), |r| {
+                r["c"] == c.as_str() && (r["type"] == "connected" || r["type"] == "closed")
+            })
+            .await;
+        if r["type"] == "closed" {
+            assert_eq!(r["code"], 4429, "{r}");
+            assert!(
+                r["reason"].as_str().unwrap().starts_with("RATE_LIMITED"),
+                "{r}"
+            );
+            limited += 1;
+        }
+    }
+    assert!(limited >= 1, "none of five was limited");
+    let r = d
+        .wait("silent closed", Duration::from_secs(20), |r| {
+            r["c"] == "silent" && r["type"] == "raw_closed"
+        })
+        .await;
+    assert_eq!(r["code"], 4408, "{r}");
+    d.quit().await;
+    node.stop().await;
+}

@@ -106,11 +106,14 @@ pub(super) struct Inner {
     pub(super) queue: Queue,
     hub: Hub,
     pub(super) config: FeedConfig,
+    /// GraphQL's settings (for [`Live::execute_stream`]).
+    graphql: super::GraphqlConfig,
     /// The open subscriptions, by what they follow.
     subs: std::sync::Mutex<Subs>,
     /// Whether the follower follows the hub (subscriptions opened before
-    /// this is true may miss what happened before it).
-    following: watch::Sender<bool>,
+    /// this is true may miss what happened before it), and how many times
+    /// it began to.
+    following: watch::Sender<(bool, u64)>,
     pub(super) status: watch::Sender<Status>,
     /// A subscription opened or ended.
     pub(super) changed: Notify,
@@ -133,15 +136,21 @@ const AGENTS_FOR: Duration = Duration::from_secs(1);
 impl Live {
     /// The follower of `hub` for `queue`, with the Socket.IO feed's limits
     /// (`config`: connections, subscriptions per connection, buffer,
-    /// message size, queue status timing).
-    pub fn start(queue: Queue, hub: Hub, config: FeedConfig) -> Live {
+    /// message size, queue status timing) and GraphQL's settings.
+    pub fn start(
+        queue: Queue,
+        hub: Hub,
+        config: FeedConfig,
+        graphql: super::GraphqlConfig,
+    ) -> Live {
         let live = Live {
             inner: Arc::new(Inner {
                 queue,
                 hub,
                 config,
+                graphql,
                 subs: std::sync::Mutex::new(Subs::default()),
-                following: watch::channel(false).0,
+                following: watch::channel((false, 0)).0,
                 status: watch::channel(None).0,
                 changed: Notify::new(),
                 dirty: Notify::new(),
@@ -154,7 +163,7 @@ impl Live {
         tokio::spawn(async move {
             follow(&inner).await;
             // Gone for good (the node stops): nobody may count on it.
-            inner.following.send_replace(false);
+            inner.following.send_modify(|f| f.0 = false);
         });
         tokio::spawn(queue_ticker(live.inner.clone()));
         live
@@ -181,7 +190,7 @@ impl Live {
         principal: crate::auth::Principal,
         request: impl Into<async_graphql::Request>,
     ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
-        let schema = super::schema(&super::GraphqlConfig::default(), self.clone(), false);
+        let schema = super::schema(&self.inner.graphql, self.clone(), false);
         let mut data = async_graphql::Data::default();
         data.insert(principal);
         data.insert(super::subscription::Slots {
@@ -286,12 +295,17 @@ impl Inner {
     /// Waits until the follower follows the hub: every event committed
     /// after this returns reaches the subscriptions opened before it.
     /// False when the node stops first.
+    ///
+    /// Having begun to follow since the call counts too: a subscription
+    /// cut off (and so no longer wanted) before it looked still sees its
+    /// changes end, rather than waiting for ever.
     pub(super) async fn until_following(&self) -> bool {
-        self.changed.notify_waiters();
         let mut following = self.following.subscribe();
+        let began = following.borrow().1;
+        self.changed.notify_waiters();
         let mut stop = self.stop.subscribe();
         tokio::select! {
-            r = following.wait_for(|f| *f) => r.is_ok(),
+            r = following.wait_for(|(on, times)| *on || *times > began) => r.is_ok(),
             _ = stopped(&mut stop) => false,
         }
     }
@@ -369,15 +383,15 @@ async fn follow(inner: &Inner) {
                 }
             }
         };
-        inner.following.send_replace(true);
+        inner.following.send_modify(|f| *f = (true, f.1 + 1));
         loop {
             let changed = inner.changed.notified();
             if !inner.wanted() {
-                inner.following.send_replace(false);
+                inner.following.send_modify(|f| f.0 = false);
                 // A subscription that came in between may have seen
                 // `following` still true: keep following for it.
                 if inner.wanted() {
-                    inner.following.send_replace(true);
+                    inner.following.send_modify(|f| f.0 = true);
                     continue;
                 }
                 break;

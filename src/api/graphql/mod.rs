@@ -59,9 +59,9 @@ impl Default for GraphqlConfig {
 pub(crate) type TaskSchema =
     Schema<query::Query, mutation::Mutation, subscription::SubscriptionRoot>;
 
-/// Deepest introspection query accepted: the standard one (GraphiQL's)
-/// nests type references about 13 levels deep.
-pub const MAX_INTROSPECTION_DEPTH: usize = 20;
+/// Deepest introspection query accepted over POST: the standard one
+/// (GraphiQL's) nests type references 13 levels deep.
+pub const MAX_INTROSPECTION_DEPTH: usize = 15;
 
 /// The schema with its limits over `live` (the queue comes with it);
 /// with `introspection_only`, the one that answers nothing but
@@ -130,6 +130,8 @@ fn introspects_only(request: &mut async_graphql::Request) -> bool {
     let op = match (&doc.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        // One named operation, run without its name.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
         (DocumentOperations::Multiple(_), None) => None,
     };
     op.is_some_and(|op| {

@@ -72,10 +72,11 @@ pub(super) fn with_codes(mut r: Response) -> Response {
     r
 }
 
-/// Longest query text whose parse is kept (bytes).
-const MAX_KEPT_QUERY: usize = 4096;
+/// Longest query text whose parse is kept (bytes): a pathological 2 KiB
+/// text parses to some 200 KB.
+const MAX_KEPT_QUERY: usize = 2048;
 /// Parsed documents kept at most (all are dropped when full).
-const MAX_KEPT: usize = 256;
+const MAX_KEPT: usize = 128;
 
 /// The node's parsed documents by query text: clients send the same few
 /// queries over and over, and parsing one costs more than running a
@@ -166,14 +167,41 @@ impl Executor for Observed {
     ) -> BoxStream<'static, Response> {
         self.1.prepare(&mut request);
         let kind = kind(&mut request);
-        if kind == "subscription" {
-            return self
-                .0
-                .execute_stream_with_session_data(request, session_data.unwrap_or_default())
-                .map(with_codes)
-                .boxed();
-        }
         let schema = self.0.clone();
+        if kind == "subscription" {
+            // Rate limited when it opens; counted here when refused (by
+            // validation or its resolver), by its resolver when it opens.
+            return async move {
+                let throttled = super::throttle(
+                    session::<super::Throttled>(&session_data),
+                    session::<Principal>(&session_data),
+                )
+                .await;
+                if let Err(e) = throttled {
+                    let refused = with_codes(Response::from_errors(vec![
+                        e.into_server_error(Default::default()),
+                    ]));
+                    crate::metrics::graphql_operation(kind, outcome_of(&refused.errors), None);
+                    return futures::stream::once(async { refused }).boxed();
+                }
+                let mut first = true;
+                schema
+                    .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+                    .map(move |r| {
+                        let r = with_codes(r);
+                        if std::mem::take(&mut first)
+                            && !r.errors.is_empty()
+                            && r.data == async_graphql::Value::Null
+                        {
+                            crate::metrics::graphql_operation(kind, outcome_of(&r.errors), None);
+                        }
+                        r
+                    })
+                    .boxed()
+            }
+            .flatten_stream()
+            .boxed();
+        }
         async move {
             let started = Instant::now();
             let throttled = super::throttle(

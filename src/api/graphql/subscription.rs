@@ -80,10 +80,12 @@ fn draining() -> async_graphql::Error {
     )
 }
 
-/// Counts a subscription opened, or refused with `refusal`.
+/// Counts a subscription opened (a refusal is counted by
+/// [`super::observe`], with those of validation).
 fn count(refusal: Option<&async_graphql::Error>) {
-    let outcome = super::observe::outcome(refusal.map(|e| e.extensions.as_ref()));
-    crate::metrics::graphql_operation("subscription", outcome, None);
+    if refusal.is_none() {
+        crate::metrics::graphql_operation("subscription", "ok", None);
+    }
 }
 
 /// The subscription root.
@@ -103,10 +105,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         task_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<AiTask>> + use<>> {
-        let opened = match super::throttle(ctx.data_opt(), ctx.data_opt()).await {
-            Ok(()) => task_changes(ctx, task_id).await,
-            Err(e) => Err(e),
-        };
+        let opened = task_changes(ctx, task_id).await;
         count(opened.as_ref().err());
         opened
     }
@@ -119,10 +118,7 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = Result<TaskQueueStatus>> + use<>> {
-        let opened = match super::throttle(ctx.data_opt(), ctx.data_opt()).await {
-            Ok(()) => queue_changes(ctx).await,
-            Err(e) => Err(e),
-        };
+        let opened = queue_changes(ctx).await;
         count(opened.as_ref().err());
         opened
     }
