@@ -169,6 +169,12 @@ impl Endpoint for CorsExceptFeed {
     }
 }
 
+/// Resolves once `stop` says so, at once if it has (or if its sender is
+/// gone): the stop signal of the feeds' background work.
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// The APIs of a node that may still be starting. Until [`Gate::open`] (the
 /// node waits for Redis and its scripts), health answers alive, not ready
 /// and unavailable, and every other request gets 503 `REDIS_UNAVAILABLE`

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -315,6 +316,20 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// The next delivery and those already waiting after it, `max` at most
+    /// (a fan-out reads their records together); None as [`Self::next`].
+    /// Only the first is waited for, so this is as cancel-safe as `next`.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<Result<Delivery>>> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max {
+            match self.next().now_or_never() {
+                Some(Some(d)) => batch.push(d),
+                _ => break,
+            }
+        }
+        Some(batch)
     }
 
     /// The next replayed event, while the replay lasts.

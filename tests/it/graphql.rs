@@ -436,6 +436,25 @@ async fn submitters_mutations_change_what_rest_shows() {
     node.stop().await;
 }
 
+const START: &str = "mutation($id: ID!, $lease: Long) { startTaskProcessing(id: $id, leaseMs: $lease) { id status workerId leaseToken leaseUntil } }";
+
+/// Creates a task of agent `writer` (with `max_retries`) and starts it as
+/// `worker`: its id and lease token.
+async fn start_one(node: &TestNode, worker: &str, max_retries: u32) -> (String, String) {
+    let id = Api::new(node, admin_token())
+        .create(json!({"agentId": "writer", "taskType": "t", "inputData": {"n": 1}, "maxRetries": max_retries}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = gql(node, Some(worker), START, json!({"id": id})).await;
+    let answer = &body["data"]["startTaskProcessing"];
+    assert_eq!(answer["status"], "PROCESSING", "{body}");
+    assert!(answer["leaseUntil"].is_i64(), "{body}");
+    let lease = answer["leaseToken"].as_str().unwrap().to_string();
+    (id, lease)
+}
+
 #[tokio::test]
 async fn workers_and_admins_mutations_keep_the_lease_fence() {
     let redis = TestRedis::start();
@@ -444,12 +463,13 @@ async fn workers_and_admins_mutations_keep_the_lease_fence() {
     let worker = token("w1", Role::Worker, Some("writer"));
     let other_worker = token("w2", Role::Worker, Some("reader"));
     let user = token("alice", Role::User, None);
-    let create = |max_retries: u32| json!({"agentId": "writer", "taskType": "t", "inputData": {"n": 1}, "maxRetries": max_retries});
-    let id = admin.create(create(3)).await["id"]
+    let id = admin
+        .create(json!({"agentId": "writer", "taskType": "t", "inputData": {"n": 1}}))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let start = "mutation($id: ID!, $lease: Long) { startTaskProcessing(id: $id, leaseMs: $lease) { id status workerId leaseToken leaseUntil } }";
+    let start = START;
 
     // Only a worker of the task's agent (or an admin) runs it; another
     // agent's worker finds nothing, a user may not run tasks.
@@ -556,15 +576,7 @@ async fn workers_and_admins_mutations_keep_the_lease_fence() {
     );
 
     // failTask: an empty message is refused; not retryable ends FAILED.
-    let id = admin.create(create(3)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
-    let lease = body["data"]["startTaskProcessing"]["leaseToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, lease) = start_one(&node, &worker, 3).await;
     let fail = "mutation($id: ID!, $token: String!, $msg: String!, $retry: Boolean) { failTask(id: $id, token: $token, errorMessage: $msg, retryable: $retry) { status errorMessage retryCount } }";
     let (_, body) = gql(
         &node,
@@ -587,15 +599,7 @@ async fn workers_and_admins_mutations_keep_the_lease_fence() {
         "{body}"
     );
     // A retryable failure with attempts left goes back to the queue.
-    let id = admin.create(create(3)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
-    let lease = body["data"]["startTaskProcessing"]["leaseToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, lease) = start_one(&node, &worker, 3).await;
     let (_, body) = gql(
         &node,
         Some(&worker),
@@ -624,13 +628,7 @@ async fn workers_and_admins_mutations_keep_the_lease_fence() {
     let (_, body) = gql(&node, Some(&admin_token()), stale, json!({"ms": 0})).await;
     assert_eq!(code(&body), "VALIDATION_ERROR", "{body}");
     // A running attempt older than timeoutMs ends (TIMEOUT: no retries).
-    let id = admin.create(create(0)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, body) = gql(&node, Some(&worker), start, json!({"id": id})).await;
-    let started_at = body["data"]["startTaskProcessing"]["leaseUntil"].as_i64();
-    assert!(started_at.is_some(), "{body}");
+    let (id, _) = start_one(&node, &worker, 0).await;
     // Ask until the attempt is more than 1 ms old on Redis' clock.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

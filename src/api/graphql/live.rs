@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
+use crate::api::stopped;
 use crate::api::ws::FeedConfig;
 use crate::events::{Delivery, Event, Hub};
 use crate::queue::Queue;
@@ -172,11 +172,6 @@ impl Live {
     /// Ends every subscription and connection (the node is shutting down).
     pub fn close(&self) {
         let _ = self.inner.stop.send(true);
-    }
-
-    /// Open GraphQL WebSocket connections.
-    pub fn connections(&self) -> usize {
-        self.inner.connections.load(Ordering::Relaxed)
     }
 
     /// Runs `request` (a subscription, or any operation) as `principal`
@@ -396,20 +391,13 @@ async fn follow(inner: &Inner) {
                 }
                 break;
             }
-            let first = tokio::select! {
-                d = sub.next() => d,
+            let batch = tokio::select! {
+                b = sub.next_batch(BATCH) => b,
                 _ = changed => continue,
                 _ = stopped(&mut stop) => return,
             };
             // The hub stopped: the node is shutting down.
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match sub.next().now_or_never() {
-                    Some(Some(d)) => batch.push(d),
-                    _ => break,
-                }
-            }
+            let Some(batch) = batch else { return };
             dispatch(inner, batch, &mut stop).await;
         }
     }
@@ -508,9 +496,4 @@ async fn queue_ticker(inner: Arc<Inner>) {
             tracing::warn!(error = %e, "graphql taskQueueUpdated: reading the queue status failed");
         }
     }
-}
-
-/// Resolves once `stop` says so (or its sender is gone).
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

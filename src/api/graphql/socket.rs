@@ -56,7 +56,7 @@ async fn send(
     tokio::select! {
         biased;
         sent = sink.send(message) => sent.is_ok(),
-        _ = super::live::stopped(stop) => false,
+        _ = crate::api::stopped(stop) => false,
         _ = tokio::time::sleep(SEND_TIMEOUT) => false,
     }
 }
@@ -288,7 +288,7 @@ async fn serve(
         let step = tokio::select! {
             biased;
             outcome = &mut init, if !initialised => Step::Init(outcome.ok()),
-            _ = super::live::stopped(&mut stop) => Step::Close(
+            _ = crate::api::stopped(&mut stop) => Step::Close(
                 1012,
                 "NODE_DRAINING: the node is shutting down: reconnect".into(),
             ),

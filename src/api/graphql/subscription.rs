@@ -165,7 +165,7 @@ impl TaskFollow {
         loop {
             let received = tokio::select! {
                 r = self.changes.rx.recv() => r,
-                _ = super::live::stopped(&mut self.stop) => {
+                _ = crate::api::stopped(&mut self.stop) => {
                     self.done = true;
                     return Some(Err(draining()));
                 }
@@ -295,7 +295,7 @@ async fn queue_changes(ctx: &Context<'_>) -> Result<BoxStream<'static, Result<Ta
             loop {
                 tokio::select! {
                     r = f.rx.changed() => r.ok()?,
-                    _ = super::live::stopped(&mut f.stop) => return None,
+                    _ = crate::api::stopped(&mut f.stop) => return None,
                 }
                 let status = f.rx.borrow_and_update().as_ref().map(|(_, s)| s.clone());
                 if let Some(status) = status {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::watch;
 
 use super::session::{self, Session};
@@ -69,21 +68,14 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     break;
                 }
             }
-            let first = tokio::select! {
-                d = sub.next() => d,
+            let batch = tokio::select! {
+                b = sub.next_batch(BATCH) => b,
                 // The loop's top sees whether anyone is left.
                 _ = changed => continue,
                 _ = stopped(&mut stop) => return,
             };
             // The hub stopped: the node is shutting down.
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match sub.next().now_or_never() {
-                    Some(Some(d)) => batch.push(d),
-                    _ => break,
-                }
-            }
+            let Some(batch) = batch else { return };
             dispatch(&shared, batch, &mut stop).await;
             // Let the clients' writers drain before the next batch.
             tokio::task::yield_now().await;
@@ -389,10 +381,7 @@ pub(super) async fn queue_ticker(shared: Arc<Shared>) {
     }
 }
 
-/// Resolves once the feed stops (at once if it has).
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
+pub(super) use crate::api::stopped;
 
 /// Waits (at most 5 s: while Redis is away the fan-out cannot resume)
 /// until the fan-out follows the hub.
